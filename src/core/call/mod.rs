@@ -1,0 +1,804 @@
+//! The call state machine: one phone call bridged to one Realtime session, sans-IO.
+//!
+//! Feed it with `handle_*` (decoded provider events, decoded Realtime events, upstream
+//! connect/close, timeouts), always passing the current time; then drain [`Call::poll_output`]
+//! until it returns `None` and sleep until [`Call::poll_timeout`]. It never reads a clock or
+//! touches a socket, so tests drive it on a virtual clock.
+//!
+//! Phases: `AwaitingStart → Connecting → Live → Draining → Ended(reason)`.
+
+mod playback;
+mod transcript;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::core::audio::transcode::Transcoder;
+use crate::core::audio::AudioFormat;
+use crate::core::realtime::{ApiError, ClientEvent, ModelAudioFormat, ServerEvent, SessionConfig, Usage};
+use crate::core::telephony::{Media, ProviderEvent, StreamStart, Track};
+
+pub use playback::{MarkOutcome, Playback, Send};
+pub use transcript::{Role, Transcript, Turn};
+
+/// Per-call settings.
+#[derive(Debug, Clone)]
+pub struct CallParams {
+    /// Session template: instructions, voice, turn detection, transcription. The audio formats
+    /// are chosen per call from the provider's `mediaFormat`.
+    pub session: SessionConfig,
+    /// Always convert to PCM 24 kHz, even when the model could take the provider's format.
+    pub force_transcode: bool,
+    /// Most unconfirmed agent audio at the provider (ms); default 300.
+    pub max_lead_ms: u32,
+    /// Agent audio between marks (ms); default 100.
+    pub mark_interval_ms: u32,
+    /// Agent audio buffered here at most (ms); beyond it the oldest is dropped and counted.
+    pub max_buffered_ms: u32,
+    /// Longest gap in caller audio filled with silence (ms); longer gaps are filled up to this.
+    pub max_gap_fill_ms: u32,
+    /// Caller audio held while the upstream connects (ms); older audio is dropped and counted.
+    pub max_pending_ms: u32,
+    /// No valid `start` within this closes the stream.
+    pub start_timeout: Duration,
+    /// Upstream not connected within this ends the call.
+    pub upstream_connect_timeout: Duration,
+    /// After the caller leaves, wait this long at most for outstanding caller transcriptions.
+    pub transcript_linger: Duration,
+}
+
+impl CallParams {
+    /// Defaults around `session`: passthrough, 300 ms lead, marks every 100 ms.
+    pub fn new(session: SessionConfig) -> Self {
+        Self {
+            session,
+            force_transcode: false,
+            max_lead_ms: 300,
+            mark_interval_ms: 100,
+            max_buffered_ms: 180_000,
+            max_gap_fill_ms: 1_000,
+            max_pending_ms: 5_000,
+            start_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(10),
+            transcript_linger: Duration::from_millis(1_500),
+        }
+    }
+}
+
+/// Why a call ended (also the `reason` label of `callbridge_calls_total`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The provider sent `stop` (call over).
+    ProviderStop,
+    /// The provider's socket closed without `stop`.
+    CallerHangup,
+    /// The Realtime socket closed.
+    UpstreamClosed,
+    /// The Realtime API sent a fatal `error` (its code is kept for the log).
+    UpstreamError { code: String },
+    /// The Realtime socket could not be opened in time.
+    UpstreamConnectFailed,
+    /// No valid `start` within the start timeout.
+    StartTimeout,
+    /// The stream's format cannot be bridged.
+    UnsupportedFormat,
+    /// The provider broke the protocol beyond skipping a frame (e.g. an oversize message).
+    ProviderError,
+    /// The server shut down before the call finished.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Stable label for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::ProviderStop => "provider_stop",
+            EndReason::CallerHangup => "caller_hangup",
+            EndReason::UpstreamClosed => "upstream_closed",
+            EndReason::UpstreamError { .. } => "upstream_error",
+            EndReason::UpstreamConnectFailed => "upstream_connect_failed",
+            EndReason::StartTimeout => "start_timeout",
+            EndReason::UnsupportedFormat => "unsupported_format",
+            EndReason::ProviderError => "provider_error",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Things dropped on purpose, each counted with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Caller media older than what was already forwarded (reordered or duplicated).
+    LateMedia,
+    /// Media that arrived before `start`.
+    MediaBeforeStart,
+    /// Caller audio held during connect beyond `max_pending_ms`.
+    PendingOverflow,
+    /// Agent audio beyond `max_buffered_ms`.
+    OutboundOverflow,
+    /// Agent audio for a response or item already cancelled by a barge-in.
+    CancelledAudio,
+    /// A mark echoed after a `clear` (flushed, not played).
+    StaleMark,
+    /// A mark name we never sent.
+    UnknownMark,
+    /// A second `start`, or provider events after the call ended.
+    OutOfOrder,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::LateMedia => "late_media",
+            DropReason::MediaBeforeStart => "media_before_start",
+            DropReason::PendingOverflow => "pending_overflow",
+            DropReason::OutboundOverflow => "outbound_overflow",
+            DropReason::CancelledAudio => "cancelled_audio",
+            DropReason::StaleMark => "stale_mark",
+            DropReason::UnknownMark => "unknown_mark",
+            DropReason::OutOfOrder => "out_of_order",
+        }
+    }
+}
+
+/// A command for the provider's socket. The stream is [`Call::stream_sid`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderOut {
+    /// One 20 ms frame of agent audio, base64 in the provider's format.
+    Media { payload_b64: String },
+    Mark { name: String },
+    Clear,
+}
+
+/// Something worth a log line, a metric or a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// A valid `start` arrived; the upstream is being opened.
+    Started {
+        call_sid: String,
+        stream_sid: String,
+        provider_format: AudioFormat,
+        model_format: AudioFormat,
+        passthrough: bool,
+        custom_parameters: BTreeMap<String, String>,
+    },
+    /// The session was configured and buffered caller audio flushed.
+    UpstreamReady,
+    SpeechStarted { item_id: String },
+    SpeechStopped { item_id: String },
+    /// First agent frame after the caller stopped speaking.
+    FirstAudio { latency: Duration },
+    /// The caller talked over the agent: `clear` (if audio was playing), truncates, cancel.
+    BargeIn { truncated: Vec<(String, u64)>, cleared: bool, cancelled_response: Option<String> },
+    /// A turn became final.
+    Turn(Turn),
+    Dropped { reason: DropReason, count: u64 },
+    /// Silence inserted for a gap in caller audio (ms).
+    GapFilled { ms: u64 },
+    /// An `error` event from the Realtime API.
+    UpstreamError { error: ApiError, fatal: bool },
+    /// A caller key press.
+    Dtmf { digit: char },
+    /// `response.done` with token usage.
+    ResponseDone { response_id: String, status: &'static str },
+}
+
+/// What the shell must do next, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Provider(ProviderOut),
+    Realtime(ClientEvent),
+    /// Open the Realtime socket, then call [`Call::handle_upstream_connected`] (or
+    /// [`Call::handle_upstream_closed`] on failure).
+    ConnectUpstream,
+    Event(CallEvent),
+    /// The call is over: close both sockets. Emitted once.
+    End(EndReason),
+}
+
+/// Phase of the call. Each variant holds only what is valid in it.
+#[derive(Debug)]
+enum Phase {
+    AwaitingStart { deadline: Instant },
+    Connecting { bridge: Box<Bridge>, deadline: Instant, pending: VecDeque<String>, pending_ms: u64 },
+    Live { bridge: Box<Bridge> },
+    Draining { bridge: Box<Bridge>, deadline: Instant, reason: EndReason },
+    Ended(EndReason),
+}
+
+/// Everything a started call has: both formats, inbound and outbound audio state.
+#[derive(Debug)]
+struct Bridge {
+    stream_sid: String,
+    call_sid: String,
+    provider_format: AudioFormat,
+    model_format: AudioFormat,
+    /// `None` in passthrough.
+    transcoder: Option<Transcoder>,
+    /// Next expected caller media timestamp (ms since stream start).
+    next_ts: Option<u64>,
+    scratch: Vec<u8>,
+    playback: Playback,
+    active_response: Option<String>,
+    /// Responses cancelled by barge-in, so their late audio is dropped (last few only).
+    cancelled: VecDeque<String>,
+    /// When the caller last stopped speaking, until the first agent frame goes out.
+    awaiting_first_audio: Option<Instant>,
+    caller_item: Option<String>,
+    sends: Vec<Send>,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    params: CallParams,
+    created: Instant,
+    phase: Phase,
+    out: VecDeque<Output>,
+    transcript: Transcript,
+    usage: Usage,
+}
+
+const CANCELLED_KEPT: usize = 8;
+
+impl Call {
+    /// A new call whose provider socket just opened at `now`.
+    pub fn new(now: Instant, params: CallParams) -> Self {
+        let deadline = now + params.start_timeout;
+        Self {
+            params,
+            created: now,
+            phase: Phase::AwaitingStart { deadline },
+            out: VecDeque::new(),
+            transcript: Transcript::default(),
+            usage: Usage::default(),
+        }
+    }
+
+    /// The provider's stream id, once started.
+    pub fn stream_sid(&self) -> Option<&str> {
+        self.bridge().map(|b| b.stream_sid.as_str())
+    }
+
+    /// The provider's call id, once started.
+    pub fn call_sid(&self) -> Option<&str> {
+        self.bridge().map(|b| b.call_sid.as_str())
+    }
+
+    /// The reason, once the call has ended.
+    pub fn end_reason(&self) -> Option<&EndReason> {
+        match &self.phase {
+            Phase::Ended(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Phase name for logs: `awaiting_start`, `connecting`, `live`, `draining`, `ended`.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::AwaitingStart { .. } => "awaiting_start",
+            Phase::Connecting { .. } => "connecting",
+            Phase::Live { .. } => "live",
+            Phase::Draining { .. } => "draining",
+            Phase::Ended(_) => "ended",
+        }
+    }
+
+    /// All turns so far, ordered by speech start.
+    pub fn transcript(&self) -> Vec<Turn> {
+        self.transcript.turns()
+    }
+
+    /// Token usage summed over `response.done` events.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    /// The next output, or `None` when there is nothing to do until the next input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::AwaitingStart { deadline } => Some(*deadline),
+            Phase::Connecting { deadline, .. } => Some(*deadline),
+            Phase::Draining { deadline, .. } => Some(*deadline),
+            Phase::Live { .. } | Phase::Ended(_) => None,
+        }
+    }
+
+    fn bridge(&self) -> Option<&Bridge> {
+        match &self.phase {
+            Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
+                Some(bridge)
+            }
+            Phase::AwaitingStart { .. } | Phase::Ended(_) => None,
+        }
+    }
+
+    fn ms_since_start(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.created).as_millis() as u64
+    }
+
+    fn event(&mut self, e: CallEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn dropped(&mut self, reason: DropReason, count: u64) {
+        self.event(CallEvent::Dropped { reason, count });
+    }
+
+    // ---------------------------------------------------------------- inputs: provider
+
+    /// A decoded provider message.
+    pub fn handle_provider(&mut self, now: Instant, ev: ProviderEvent<'_>) {
+        match ev {
+            ProviderEvent::Connected { .. } | ProviderEvent::Unknown { .. } => {}
+            ProviderEvent::Start(start) => self.on_start(now, *start),
+            ProviderEvent::Media(m) => self.on_media(m),
+            ProviderEvent::Mark { name } => self.on_mark(now, &name),
+            ProviderEvent::Dtmf { digit, .. } => {
+                if self.bridge().is_some() {
+                    self.event(CallEvent::Dtmf { digit });
+                }
+            }
+            ProviderEvent::Stop => self.begin_end(now, EndReason::ProviderStop),
+        }
+    }
+
+    /// The provider's socket closed (without `stop`, unless one came before).
+    pub fn handle_provider_closed(&mut self, now: Instant) {
+        self.begin_end(now, EndReason::CallerHangup);
+    }
+
+    /// The provider's socket broke the protocol so that it must be closed (e.g. oversize).
+    pub fn handle_provider_error(&mut self, now: Instant) {
+        self.begin_end(now, EndReason::ProviderError);
+    }
+
+    fn on_start(&mut self, now: Instant, s: StreamStart) {
+        if !matches!(self.phase, Phase::AwaitingStart { .. }) {
+            self.dropped(DropReason::OutOfOrder, 1);
+            return;
+        }
+        let provider_format = s.media_format;
+        let model_format = model_format_for(provider_format, self.params.force_transcode);
+        let transcoder = if model_format == provider_format {
+            None
+        } else {
+            match Transcoder::new(provider_format, model_format) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    self.end(now, EndReason::UnsupportedFormat);
+                    return;
+                }
+            }
+        };
+        self.event(CallEvent::Started {
+            call_sid: s.call_sid.clone(),
+            stream_sid: s.stream_sid.clone(),
+            provider_format,
+            model_format,
+            passthrough: transcoder.is_none(),
+            custom_parameters: s.custom_parameters,
+        });
+        let p = &self.params;
+        let bridge = Box::new(Bridge {
+            stream_sid: s.stream_sid,
+            call_sid: s.call_sid,
+            provider_format,
+            model_format,
+            transcoder,
+            next_ts: None,
+            scratch: Vec::with_capacity(4096),
+            playback: Playback::new(provider_format, p.max_lead_ms, p.mark_interval_ms, p.max_buffered_ms),
+            active_response: None,
+            cancelled: VecDeque::with_capacity(CANCELLED_KEPT),
+            awaiting_first_audio: None,
+            caller_item: None,
+            sends: Vec::with_capacity(32),
+        });
+        let deadline = now + self.params.upstream_connect_timeout;
+        self.phase = Phase::Connecting { bridge, deadline, pending: VecDeque::new(), pending_ms: 0 };
+        self.out.push_back(Output::ConnectUpstream);
+    }
+
+    fn on_media(&mut self, m: Media<'_>) {
+        if m.track == Track::Outbound {
+            return;
+        }
+        let max_gap = u64::from(self.params.max_gap_fill_ms);
+        let max_pending = u64::from(self.params.max_pending_ms);
+        let mut events: Vec<CallEvent> = Vec::new();
+        let (bridge, pending) = match &mut self.phase {
+            Phase::Live { bridge } | Phase::Draining { bridge, .. } => (bridge, None),
+            Phase::Connecting { bridge, pending, pending_ms, .. } => (bridge, Some((pending, pending_ms))),
+            Phase::AwaitingStart { .. } => {
+                self.dropped(DropReason::MediaBeforeStart, 1);
+                return;
+            }
+            Phase::Ended(_) => return,
+        };
+        let fmt = bridge.provider_format;
+        let dur = fmt.duration_ms(m.audio.len());
+        let mut appends: Vec<(String, u64)> = Vec::with_capacity(2);
+        if let Some(expected) = bridge.next_ts {
+            if m.timestamp_ms + dur <= expected {
+                events.push(CallEvent::Dropped { reason: DropReason::LateMedia, count: 1 });
+                for e in events {
+                    self.event(e);
+                }
+                return;
+            }
+            if m.timestamp_ms > expected {
+                let gap = (m.timestamp_ms - expected).min(max_gap);
+                let silence = vec![fmt.silence_byte(); fmt.bytes_for_ms(gap as u32)];
+                appends.push((bridge.model_b64(&silence), gap));
+                events.push(CallEvent::GapFilled { ms: gap });
+            }
+        }
+        bridge.next_ts = Some(bridge.next_ts.unwrap_or(0).max(m.timestamp_ms + dur));
+        let b64 = match bridge.transcoder {
+            None => m.payload_b64.into_owned(),
+            Some(_) => bridge.model_b64(m.audio),
+        };
+        appends.push((b64, dur));
+        match pending {
+            None => {
+                for (audio_b64, _) in appends {
+                    self.out.push_back(Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }));
+                }
+            }
+            Some((pending, pending_ms)) => {
+                for (audio_b64, ms) in appends {
+                    pending.push_back(audio_b64);
+                    *pending_ms += ms.max(1);
+                }
+                let mut dropped = 0;
+                while *pending_ms > max_pending && pending.len() > 1 {
+                    pending.pop_front();
+                    *pending_ms = pending_ms.saturating_sub(u64::from(crate::core::audio::FRAME_MS));
+                    dropped += 1;
+                }
+                if dropped > 0 {
+                    events.push(CallEvent::Dropped { reason: DropReason::PendingOverflow, count: dropped });
+                }
+            }
+        }
+        for e in events {
+            self.event(e);
+        }
+    }
+
+    fn on_mark(&mut self, now: Instant, name: &str) {
+        let at = self.ms_since_start(now);
+        let Some(bridge) = self.bridge_mut() else { return };
+        let outcome = bridge.playback.mark_echoed(name);
+        match outcome {
+            MarkOutcome::Played { finished } => {
+                let ids: Vec<String> =
+                    finished.iter().filter_map(|&i| bridge.playback.items.get(i)).map(|it| it.item_id.clone()).collect();
+                for id in ids {
+                    self.transcript.agent_finished(&id, at, false);
+                }
+                self.pump(now);
+                self.emit_final_turns();
+            }
+            MarkOutcome::Stale => self.dropped(DropReason::StaleMark, 1),
+            MarkOutcome::Unknown => self.dropped(DropReason::UnknownMark, 1),
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs: upstream
+
+    /// The Realtime socket is open: configure the session and flush held caller audio.
+    pub fn handle_upstream_connected(&mut self, _now: Instant) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended(EndReason::Shutdown));
+        let Phase::Connecting { bridge, pending, .. } = phase else {
+            self.phase = phase;
+            return;
+        };
+        let mut session = self.params.session.clone();
+        if let Some(f) = ModelAudioFormat::from_audio_format(bridge.model_format) {
+            session.input_format = f;
+            session.output_format = f;
+        }
+        self.out.push_back(Output::Realtime(ClientEvent::SessionUpdate(Box::new(session))));
+        for audio_b64 in pending {
+            self.out.push_back(Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }));
+        }
+        self.phase = Phase::Live { bridge };
+        self.event(CallEvent::UpstreamReady);
+    }
+
+    /// The Realtime socket closed or could not be opened.
+    pub fn handle_upstream_closed(&mut self, now: Instant) {
+        let reason = match &self.phase {
+            Phase::Connecting { .. } => EndReason::UpstreamConnectFailed,
+            Phase::Draining { reason, .. } => reason.clone(),
+            _ => EndReason::UpstreamClosed,
+        };
+        self.end(now, reason);
+    }
+
+    /// A decoded Realtime server event.
+    pub fn handle_realtime(&mut self, now: Instant, ev: ServerEvent<'_>) {
+        let at = self.ms_since_start(now);
+        match ev {
+            ServerEvent::SpeechStarted { item_id, .. } => self.on_speech_started(now, &item_id),
+            ServerEvent::SpeechStopped { item_id, .. } => {
+                self.transcript.caller_stopped(&item_id, at);
+                if let Some(b) = self.bridge_mut() {
+                    b.awaiting_first_audio = Some(now);
+                }
+                self.event(CallEvent::SpeechStopped { item_id: item_id.into_owned() });
+            }
+            ServerEvent::ResponseCreated { response_id } => {
+                if let Some(b) = self.bridge_mut() {
+                    b.active_response = Some(response_id.into_owned());
+                }
+            }
+            ServerEvent::AudioDelta { response_id, item_id, content_index, audio, .. } => {
+                self.on_audio_delta(now, &response_id, &item_id, content_index, audio)
+            }
+            ServerEvent::AudioDone { item_id, .. } => {
+                if let Some(b) = self.bridge_mut() {
+                    if let Some(i) = b.playback.items.iter().rposition(|it| it.item_id == item_id && !it.finished) {
+                        // The resampler holds a few ms of the reply's end: push it out too.
+                        if let Some(t) = b.transcoder.as_mut() {
+                            b.scratch.clear();
+                            t.flush_to_provider(&mut b.scratch);
+                            let model_format = b.model_format;
+                            b.playback.push(i, &b.scratch, 0, model_format);
+                        }
+                        b.playback.audio_done(i);
+                    }
+                }
+                self.pump(now);
+            }
+            ServerEvent::OutputTranscriptDelta { item_id, delta } => {
+                self.transcript.agent_delta(&item_id, &delta, at)
+            }
+            ServerEvent::OutputTranscriptDone { item_id, transcript } => {
+                self.transcript.agent_text(&item_id, &transcript, at)
+            }
+            ServerEvent::InputTranscriptionCompleted { item_id, transcript } => {
+                self.transcript.caller_text(&item_id, &transcript, at);
+                self.emit_final_turns();
+                self.maybe_finish_draining(now);
+            }
+            ServerEvent::InputTranscriptionFailed { item_id, .. } => {
+                self.transcript.caller_text(&item_id, "", at);
+                self.emit_final_turns();
+                self.maybe_finish_draining(now);
+            }
+            ServerEvent::ResponseDone { response_id, status, usage, .. } => {
+                if let Some(u) = &usage {
+                    self.usage.add(u);
+                }
+                if let Some(b) = self.bridge_mut() {
+                    if b.active_response.as_deref() == Some(&*response_id) {
+                        b.active_response = None;
+                    }
+                    b.playback.pad_tail();
+                }
+                self.pump(now);
+                self.event(CallEvent::ResponseDone {
+                    response_id: response_id.into_owned(),
+                    status: status.as_str(),
+                });
+            }
+            ServerEvent::Error(error) => {
+                let fatal = error.is_fatal();
+                let code = error.code.clone().unwrap_or_else(|| error.kind.clone());
+                self.event(CallEvent::UpstreamError { error, fatal });
+                if fatal {
+                    self.end(now, EndReason::UpstreamError { code });
+                }
+            }
+            ServerEvent::SessionCreated
+            | ServerEvent::SessionUpdated { .. }
+            | ServerEvent::InputAudioCommitted { .. }
+            | ServerEvent::FunctionCallArgumentsDone { .. }
+            | ServerEvent::ItemTruncated { .. }
+            | ServerEvent::Unknown { .. } => {}
+        }
+    }
+
+    fn bridge_mut(&mut self) -> Option<&mut Bridge> {
+        match &mut self.phase {
+            Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
+                Some(bridge)
+            }
+            Phase::AwaitingStart { .. } | Phase::Ended(_) => None,
+        }
+    }
+
+    fn on_speech_started(&mut self, now: Instant, item_id: &str) {
+        let at = self.ms_since_start(now);
+        self.transcript.caller_started(item_id, at);
+        self.event(CallEvent::SpeechStarted { item_id: item_id.to_owned() });
+        let Some(b) = self.bridge_mut() else { return };
+        b.caller_item = Some(item_id.to_owned());
+        b.awaiting_first_audio = None;
+        let playing = b.playback.is_playing() || b.playback.items.iter().any(|it| !it.finished);
+        let cancelled_response = b.active_response.take();
+        if !playing && cancelled_response.is_none() {
+            return;
+        }
+        let mut out = Vec::new();
+        let mut truncated = Vec::new();
+        if playing {
+            out.push(Output::Provider(ProviderOut::Clear));
+            for (i, audio_end_ms) in b.playback.clear() {
+                let it = &b.playback.items[i];
+                truncated.push((it.item_id.clone(), audio_end_ms));
+                out.push(Output::Realtime(ClientEvent::ItemTruncate {
+                    item_id: it.item_id.clone(),
+                    content_index: it.content_index,
+                    audio_end_ms,
+                }));
+            }
+            if let Some(t) = b.transcoder.as_mut() {
+                t.reset_to_provider();
+            }
+        }
+        if let Some(id) = &cancelled_response {
+            out.push(Output::Realtime(ClientEvent::ResponseCancel { response_id: Some(id.clone()) }));
+            if b.cancelled.len() == CANCELLED_KEPT {
+                b.cancelled.pop_front();
+            }
+            b.cancelled.push_back(id.clone());
+        }
+        self.out.extend(out);
+        for (id, _) in &truncated {
+            self.transcript.agent_finished(id, at, true);
+        }
+        self.event(CallEvent::BargeIn { truncated, cleared: playing, cancelled_response });
+        self.emit_final_turns();
+    }
+
+    fn on_audio_delta(&mut self, now: Instant, response_id: &str, item_id: &str, content_index: u32, audio: &[u8]) {
+        let Some(b) = self.bridge_mut() else { return };
+        let late = b.cancelled.iter().any(|r| r == response_id)
+            || b.playback.items.iter().any(|it| it.item_id == item_id && it.finished);
+        if late {
+            self.dropped(DropReason::CancelledAudio, 1);
+            return;
+        }
+        let item = b.playback.item(item_id, response_id, content_index);
+        let model_format = b.model_format;
+        let dropped = match b.transcoder.as_mut() {
+            None => b.playback.push(item, audio, audio.len(), model_format),
+            Some(t) => {
+                b.scratch.clear();
+                t.to_provider(audio, &mut b.scratch);
+                b.playback.push(item, &b.scratch, audio.len(), model_format)
+            }
+        };
+        if dropped > 0 {
+            self.dropped(DropReason::OutboundOverflow, dropped as u64);
+        }
+        self.pump(now);
+    }
+
+    /// Sends what pacing allows (only while live) and records first-audio latency and agent
+    /// turn starts.
+    fn pump(&mut self, now: Instant) {
+        let at = self.ms_since_start(now);
+        let Phase::Live { bridge: b } = &mut self.phase else { return };
+        let mut sends = std::mem::take(&mut b.sends);
+        b.playback.pump(&mut sends);
+        let mut first_audio = None;
+        for s in sends.drain(..) {
+            match s {
+                Send::Frame { item, first_of_item, payload_b64 } => {
+                    if first_of_item {
+                        if let Some(it) = b.playback.items.get(item) {
+                            self.transcript.agent_started(&it.item_id, at);
+                        }
+                    }
+                    if let Some(t0) = b.awaiting_first_audio.take() {
+                        first_audio = Some(now.saturating_duration_since(t0));
+                    }
+                    self.out.push_back(Output::Provider(ProviderOut::Media { payload_b64 }));
+                }
+                Send::Mark { name } => self.out.push_back(Output::Provider(ProviderOut::Mark { name })),
+            }
+        }
+        b.sends = sends;
+        if let Some(latency) = first_audio {
+            self.event(CallEvent::FirstAudio { latency });
+        }
+    }
+
+    fn emit_final_turns(&mut self) {
+        for t in self.transcript.take_final() {
+            self.event(CallEvent::Turn(t));
+        }
+    }
+
+    // ---------------------------------------------------------------- timers and ending
+
+    /// A deadline from [`Call::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due = self.poll_timeout().is_some_and(|d| d <= now);
+        if !due {
+            return;
+        }
+        let reason = match &self.phase {
+            Phase::AwaitingStart { .. } => EndReason::StartTimeout,
+            Phase::Connecting { .. } => EndReason::UpstreamConnectFailed,
+            Phase::Draining { reason, .. } => reason.clone(),
+            Phase::Live { .. } | Phase::Ended(_) => return,
+        };
+        self.end(now, reason);
+    }
+
+    /// The server is shutting down and the drain time is over: end now.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.end(now, EndReason::Shutdown);
+    }
+
+    /// The caller side is gone: wait briefly for outstanding caller transcriptions, then end.
+    fn begin_end(&mut self, now: Instant, reason: EndReason) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended(EndReason::Shutdown));
+        match phase {
+            Phase::Live { mut bridge } if self.transcript.pending_caller_text() > 0 => {
+                bridge.playback.clear();
+                let deadline = now + self.params.transcript_linger;
+                self.phase = Phase::Draining { bridge, deadline, reason };
+            }
+            Phase::Draining { .. } => self.phase = phase,
+            other => {
+                self.phase = other;
+                self.end(now, reason);
+            }
+        }
+    }
+
+    fn maybe_finish_draining(&mut self, now: Instant) {
+        if let Phase::Draining { reason, .. } = &self.phase {
+            if self.transcript.pending_caller_text() == 0 {
+                let reason = reason.clone();
+                self.end(now, reason);
+            }
+        }
+    }
+
+    fn end(&mut self, now: Instant, reason: EndReason) {
+        if matches!(self.phase, Phase::Ended(_)) {
+            return;
+        }
+        self.transcript.close(self.ms_since_start(now));
+        self.emit_final_turns();
+        self.phase = Phase::Ended(reason.clone());
+        self.out.push_back(Output::End(reason));
+    }
+}
+
+impl Bridge {
+    /// Converts provider-format audio to the model's format and base64-encodes it.
+    fn model_b64(&mut self, provider_audio: &[u8]) -> String {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        match self.transcoder.as_mut() {
+            None => engine.encode(provider_audio),
+            Some(t) => {
+                self.scratch.clear();
+                t.to_model(provider_audio, &mut self.scratch);
+                engine.encode(&self.scratch)
+            }
+        }
+    }
+}
+
+/// The model-side format for a provider format: the same format when the model accepts it
+/// (μ-law/A-law 8 kHz, PCM16 LE 24 kHz) unless transcoding is forced, else PCM16 24 kHz.
+pub fn model_format_for(provider: AudioFormat, force_transcode: bool) -> AudioFormat {
+    let accepted = [AudioFormat::PCMU_8K, AudioFormat::PCMA_8K, AudioFormat::PCM16_24K];
+    if !force_transcode && accepted.contains(&provider) { provider } else { AudioFormat::PCM16_24K }
+}
