@@ -1,0 +1,3 @@
+//! Outbound IO: connections callbridge opens to other services.
+
+pub mod realtime;

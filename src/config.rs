@@ -1,0 +1,391 @@
+//! Configuration from the environment (12-factor). This is the only module that reads it.
+//!
+//! Every variable is an `ENV_*` constant and every default a `DEFAULT_*` constant. Parsing goes
+//! through [`Source`] so tests pass a map instead of touching the process environment. A bad value
+//! stops start-up with a [`ConfigError`] that names the variable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::core::call::CallParams;
+use crate::core::realtime::{NoiseReduction, SessionConfig, Transcription, TurnDetection};
+
+pub const ENV_HOST: &str = "HOST";
+pub const ENV_PORT: &str = "PORT";
+pub const ENV_OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+pub const ENV_OPENAI_REALTIME_URL: &str = "OPENAI_REALTIME_URL";
+pub const ENV_OPENAI_REALTIME_MODEL: &str = "OPENAI_REALTIME_MODEL";
+pub const ENV_OPENAI_AUTH: &str = "OPENAI_AUTH";
+pub const ENV_AGENT_INSTRUCTIONS: &str = "AGENT_INSTRUCTIONS";
+pub const ENV_AGENT_VOICE: &str = "AGENT_VOICE";
+pub const ENV_AUDIO_MODE: &str = "AUDIO_MODE";
+pub const ENV_TURN_DETECTION: &str = "TURN_DETECTION";
+pub const ENV_VAD_THRESHOLD: &str = "VAD_THRESHOLD";
+pub const ENV_VAD_SILENCE_MS: &str = "VAD_SILENCE_MS";
+pub const ENV_VAD_PREFIX_PADDING_MS: &str = "VAD_PREFIX_PADDING_MS";
+pub const ENV_INTERRUPT_RESPONSE: &str = "INTERRUPT_RESPONSE";
+pub const ENV_TRANSCRIPTION_MODEL: &str = "TRANSCRIPTION_MODEL";
+pub const ENV_TRANSCRIPTION_LANGUAGE: &str = "TRANSCRIPTION_LANGUAGE";
+pub const ENV_NOISE_REDUCTION: &str = "NOISE_REDUCTION";
+pub const ENV_MAX_CALLS: &str = "MAX_CALLS";
+pub const ENV_MAX_MESSAGE_BYTES: &str = "MAX_MESSAGE_BYTES";
+pub const ENV_START_TIMEOUT: &str = "START_TIMEOUT";
+pub const ENV_UPSTREAM_CONNECT_TIMEOUT: &str = "UPSTREAM_CONNECT_TIMEOUT";
+pub const ENV_UPGRADE_TIMEOUT: &str = "UPGRADE_TIMEOUT";
+pub const ENV_DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
+pub const ENV_MAX_LEAD_MS: &str = "MAX_LEAD_MS";
+pub const ENV_MARK_INTERVAL_MS: &str = "MARK_INTERVAL_MS";
+pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
+
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_OPENAI_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
+pub const DEFAULT_OPENAI_REALTIME_MODEL: &str = "gpt-realtime";
+pub const DEFAULT_AGENT_INSTRUCTIONS: &str = "You are a friendly, concise phone agent. Speak naturally, keep answers short, \
+     and let the caller interrupt you.";
+pub const DEFAULT_AGENT_VOICE: &str = "marin";
+pub const DEFAULT_VAD_THRESHOLD: f32 = 0.5;
+pub const DEFAULT_VAD_SILENCE_MS: u32 = 500;
+pub const DEFAULT_VAD_PREFIX_PADDING_MS: u32 = 300;
+pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+pub const DEFAULT_MAX_CALLS: usize = 1000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_LEAD_MS: u32 = 300;
+pub const DEFAULT_MARK_INTERVAL_MS: u32 = 100;
+
+/// A bad or missing configuration value; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required but not set")]
+    Missing { var: &'static str },
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid { var: &'static str, value: String, reason: String },
+}
+
+/// Where configuration values come from: the process environment or, in tests, a map.
+pub trait Source {
+    /// The value of `key`, or `None` when unset. Empty strings count as unset.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// How the Realtime key is sent on the WebSocket handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI).
+    ApiKey,
+}
+
+/// Where and how to reach the Realtime API.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// Base WebSocket URL, e.g. `wss://api.openai.com/v1/realtime`.
+    pub url: String,
+    /// Model name, added as the `model` query parameter (Azure: the deployment name).
+    pub model: String,
+    /// API key (secret: never logged).
+    pub api_key: String,
+    /// Header style for the key.
+    pub auth: AuthStyle,
+    /// Connect + handshake timeout.
+    pub connect_timeout: Duration,
+    /// Largest accepted upstream message (bytes).
+    pub max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &"[redacted]")
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub upstream: UpstreamConfig,
+    /// Per-call behaviour of the bridge.
+    pub call: CallParams,
+    /// Largest accepted provider message (bytes); larger frames are refused while reading.
+    pub max_message_bytes: usize,
+    /// Cap on concurrent calls; further streams are refused.
+    pub max_calls: usize,
+    /// Slow or stalled HTTP requests/upgrades are cut after this.
+    pub upgrade_timeout: Duration,
+    /// On SIGTERM, active calls get this long to finish.
+    pub drain_timeout: Duration,
+    /// `json` (default) or `pretty` logs.
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env)
+    }
+
+    /// Reads the configuration from `src`.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let host = parse_or(src, ENV_HOST, DEFAULT_HOST.parse().map_err(|_| ConfigError::Missing { var: ENV_HOST })?)?;
+        let url = src.get(ENV_OPENAI_REALTIME_URL).unwrap_or_else(|| DEFAULT_OPENAI_REALTIME_URL.to_owned());
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(invalid(ENV_OPENAI_REALTIME_URL, &url, "must start with ws:// or wss://"));
+        }
+        let auth = match src.get(ENV_OPENAI_AUTH).as_deref() {
+            None if url.contains(".azure.com") => AuthStyle::ApiKey,
+            None | Some("bearer") => AuthStyle::Bearer,
+            Some("api-key") => AuthStyle::ApiKey,
+            Some(other) => return Err(invalid(ENV_OPENAI_AUTH, other, "expected bearer or api-key")),
+        };
+        let max_message_bytes = parse_or(src, ENV_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES)?;
+        let upstream = UpstreamConfig {
+            url,
+            model: src.get(ENV_OPENAI_REALTIME_MODEL).unwrap_or_else(|| DEFAULT_OPENAI_REALTIME_MODEL.to_owned()),
+            api_key: src.get(ENV_OPENAI_API_KEY).ok_or(ConfigError::Missing { var: ENV_OPENAI_API_KEY })?,
+            auth,
+            connect_timeout: duration_or(src, ENV_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT)?,
+            max_message_bytes: 16 * 1024 * 1024,
+        };
+        let mut call = CallParams::new(session_from(src)?);
+        call.force_transcode = match src.get(ENV_AUDIO_MODE).as_deref() {
+            None | Some("passthrough") => false,
+            Some("transcode") => true,
+            Some(other) => return Err(invalid(ENV_AUDIO_MODE, other, "expected passthrough or transcode")),
+        };
+        call.max_lead_ms = parse_or(src, ENV_MAX_LEAD_MS, DEFAULT_MAX_LEAD_MS)?;
+        call.mark_interval_ms = parse_or(src, ENV_MARK_INTERVAL_MS, DEFAULT_MARK_INTERVAL_MS)?;
+        call.start_timeout = duration_or(src, ENV_START_TIMEOUT, DEFAULT_START_TIMEOUT)?;
+        call.upstream_connect_timeout = upstream.connect_timeout;
+        if call.max_lead_ms < 20 {
+            return Err(invalid(ENV_MAX_LEAD_MS, &call.max_lead_ms.to_string(), "must be at least one 20 ms frame"));
+        }
+        if call.mark_interval_ms < 20 {
+            return Err(invalid(ENV_MARK_INTERVAL_MS, &call.mark_interval_ms.to_string(), "must be at least 20"));
+        }
+        let log_json = match src.get(ENV_LOG_FORMAT).as_deref() {
+            None | Some("json") => true,
+            Some("pretty") => false,
+            Some(other) => return Err(invalid(ENV_LOG_FORMAT, other, "expected json or pretty")),
+        };
+        let max_calls = parse_or(src, ENV_MAX_CALLS, DEFAULT_MAX_CALLS)?;
+        if max_calls == 0 {
+            return Err(invalid(ENV_MAX_CALLS, "0", "must be at least 1"));
+        }
+        Ok(Config {
+            host,
+            port: parse_or(src, ENV_PORT, DEFAULT_PORT)?,
+            upstream,
+            call,
+            max_message_bytes,
+            max_calls,
+            upgrade_timeout: duration_or(src, ENV_UPGRADE_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT)?,
+            drain_timeout: duration_or(src, ENV_DRAIN_TIMEOUT, DEFAULT_DRAIN_TIMEOUT)?,
+            log_json,
+        })
+    }
+}
+
+/// Per-call defaults (used by the demo and tests): passthrough, server VAD, transcription on.
+pub fn default_call_params() -> CallParams {
+    CallParams::new(default_session())
+}
+
+fn default_session() -> SessionConfig {
+    SessionConfig {
+        model: None,
+        instructions: DEFAULT_AGENT_INSTRUCTIONS.to_owned(),
+        voice: DEFAULT_AGENT_VOICE.to_owned(),
+        speed: None,
+        input_format: crate::core::realtime::ModelAudioFormat::Pcmu,
+        output_format: crate::core::realtime::ModelAudioFormat::Pcmu,
+        turn_detection: TurnDetection::ServerVad {
+            threshold: DEFAULT_VAD_THRESHOLD,
+            prefix_padding_ms: DEFAULT_VAD_PREFIX_PADDING_MS,
+            silence_duration_ms: DEFAULT_VAD_SILENCE_MS,
+            idle_timeout_ms: None,
+            create_response: true,
+            interrupt_response: true,
+        },
+        transcription: Some(Transcription {
+            model: DEFAULT_TRANSCRIPTION_MODEL.to_owned(),
+            language: None,
+            prompt: None,
+        }),
+        noise_reduction: Some(NoiseReduction::NearField),
+        tools: Vec::new(),
+    }
+}
+
+fn session_from(src: &dyn Source) -> Result<SessionConfig, ConfigError> {
+    let mut s = default_session();
+    if let Some(v) = src.get(ENV_AGENT_INSTRUCTIONS) {
+        s.instructions = v;
+    }
+    if let Some(v) = src.get(ENV_AGENT_VOICE) {
+        s.voice = v;
+    }
+    let interrupt_response = parse_or(src, ENV_INTERRUPT_RESPONSE, true)?;
+    s.turn_detection = match src.get(ENV_TURN_DETECTION).as_deref() {
+        None | Some("server_vad") => {
+            let threshold: f32 = parse_or(src, ENV_VAD_THRESHOLD, DEFAULT_VAD_THRESHOLD)?;
+            if !(0.0..=1.0).contains(&threshold) {
+                return Err(invalid(ENV_VAD_THRESHOLD, &threshold.to_string(), "must be between 0 and 1"));
+            }
+            TurnDetection::ServerVad {
+                threshold,
+                prefix_padding_ms: parse_or(src, ENV_VAD_PREFIX_PADDING_MS, DEFAULT_VAD_PREFIX_PADDING_MS)?,
+                silence_duration_ms: parse_or(src, ENV_VAD_SILENCE_MS, DEFAULT_VAD_SILENCE_MS)?,
+                idle_timeout_ms: None,
+                create_response: true,
+                interrupt_response,
+            }
+        }
+        Some("semantic_vad") => {
+            TurnDetection::SemanticVad { eagerness: "auto".to_owned(), create_response: true, interrupt_response }
+        }
+        Some("none") => TurnDetection::Manual,
+        Some(other) => {
+            return Err(invalid(ENV_TURN_DETECTION, other, "expected server_vad, semantic_vad or none"));
+        }
+    };
+    s.transcription = match src.get(ENV_TRANSCRIPTION_MODEL).as_deref() {
+        Some("off") => None,
+        model => Some(Transcription {
+            model: model.unwrap_or(DEFAULT_TRANSCRIPTION_MODEL).to_owned(),
+            language: src.get(ENV_TRANSCRIPTION_LANGUAGE),
+            prompt: None,
+        }),
+    };
+    s.noise_reduction = match src.get(ENV_NOISE_REDUCTION).as_deref() {
+        None | Some("near_field") => Some(NoiseReduction::NearField),
+        Some("far_field") => Some(NoiseReduction::FarField),
+        Some("off") => None,
+        Some(other) => return Err(invalid(ENV_NOISE_REDUCTION, other, "expected near_field, far_field or off")),
+    };
+    Ok(s)
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid { var, value: value.to_owned(), reason: reason.to_owned() }
+}
+
+fn parse_or<T: std::str::FromStr>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match src.get(var) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| invalid(var, &v, &e.to_string())),
+    }
+}
+
+/// Durations are written `10s`, `500ms`, `2m`, or a bare number of seconds.
+fn duration_or(src: &dyn Source, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(v) = src.get(var) else { return Ok(default) };
+    parse_duration(&v).ok_or_else(|| invalid(var, &v, "expected a duration such as 10s, 500ms or 2m"))
+}
+
+/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_only_the_key() {
+        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "sk-test-not-a-real-key")])).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.upstream.url, DEFAULT_OPENAI_REALTIME_URL);
+        assert_eq!(c.upstream.auth, AuthStyle::Bearer);
+        assert!(!c.call.force_transcode);
+        assert_eq!(c.call.start_timeout, Duration::from_secs(10));
+        assert!(!format!("{:?}", c.upstream).contains("sk-test"));
+    }
+
+    #[test]
+    fn missing_key_names_the_variable() {
+        let e = Config::from_source(&map(&[])).unwrap_err();
+        assert!(e.to_string().contains(ENV_OPENAI_API_KEY), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            (ENV_PORT, "eighty"),
+            (ENV_MAX_CALLS, "-1"),
+            (ENV_START_TIMEOUT, "soon"),
+            (ENV_AUDIO_MODE, "loud"),
+            (ENV_VAD_THRESHOLD, "2"),
+            (ENV_OPENAI_REALTIME_URL, "https://api.openai.com"),
+            (ENV_MAX_LEAD_MS, "5"),
+        ] {
+            let e = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (var, value)])).unwrap_err();
+            assert!(e.to_string().contains(var), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn azure_urls_use_the_api_key_header() {
+        let c = Config::from_source(&map(&[
+            (ENV_OPENAI_API_KEY, "k"),
+            (ENV_OPENAI_REALTIME_URL, "wss://example-resource.openai.azure.com/openai/v1/realtime"),
+        ]))
+        .unwrap();
+        assert_eq!(c.upstream.auth, AuthStyle::ApiKey);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("7h"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,478 @@
+//! The tokio shell around [`Call`]: one task per call that owns both sockets, feeds the state
+//! machine, writes what it asks for, and sleeps until its next deadline. Also the live-call
+//! admission counter and the shutdown/drain signal shared with the server.
+
+mod record;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
+use crate::config::UpstreamConfig;
+use crate::core::call::{Call, CallEvent, CallParams, EndReason, Output, ProviderOut};
+use crate::core::realtime::{self, RealtimeDecoder};
+use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
+use crate::metrics::{self as m, RefuseReason};
+
+pub use record::{CallRecord, TimelineEntry};
+
+/// A write to either socket that takes longer than this ends the call: the peer stopped reading.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of the finished-call record channel; when full, records are dropped and counted.
+pub const RECORDS_CAPACITY: usize = 256;
+
+/// State shared by the server and every call task.
+pub struct Shared {
+    pub upstream: UpstreamConfig,
+    pub params: CallParams,
+    /// Largest accepted provider message (bytes).
+    pub max_message_bytes: usize,
+    /// Admission cap on concurrent calls.
+    pub max_calls: usize,
+    active: AtomicUsize,
+    draining: AtomicBool,
+    /// Fired when the drain time is over: calls still running end at once.
+    pub stop_calls: CancellationToken,
+    /// Every call task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Finished calls go here (bounded; overflow is counted as `records_overflow`).
+    pub records: Option<mpsc::Sender<CallRecord>>,
+}
+
+impl Shared {
+    pub fn new(
+        upstream: UpstreamConfig,
+        params: CallParams,
+        max_message_bytes: usize,
+        max_calls: usize,
+        records: Option<mpsc::Sender<CallRecord>>,
+    ) -> Self {
+        Self {
+            upstream,
+            params,
+            max_message_bytes,
+            max_calls,
+            active: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            stop_calls: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            records,
+        }
+    }
+
+    /// Calls holding a slot.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Shutdown began: no new calls.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Stops admitting calls (readiness turns 503).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Takes a call slot, or says why not.
+    pub fn try_admit(self: &Arc<Self>) -> Result<CallSlot, RefuseReason> {
+        if self.is_draining() {
+            return Err(RefuseReason::Draining);
+        }
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_calls {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            return Err(RefuseReason::MaxCalls);
+        }
+        Ok(CallSlot(self.clone()))
+    }
+}
+
+/// One admitted call; releases its slot when dropped.
+pub struct CallSlot(Arc<Shared>);
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<RealtimeSocket, ConnectError>> + Send>>;
+
+/// Runs one call on an upgraded provider socket until it ends.
+pub async fn run_call(socket: WebSocket, dialect: Dialect, slot: CallSlot) {
+    let span = info_span!(
+        "call",
+        provider = dialect.name(),
+        callSid = tracing::field::Empty,
+        streamSid = tracing::field::Empty
+    );
+    let shared = slot.0.clone();
+    m::call_started();
+    let record = CallDriver::new(socket, dialect, &shared).run().instrument(span).await;
+    m::call_ended_label(record.end_reason);
+    if let Some(tx) = &shared.records {
+        if tx.try_send(record).is_err() {
+            warn!("call record channel full or closed; record dropped");
+            m::dropped("records_overflow", 1);
+        }
+    }
+    drop(slot);
+}
+
+struct CallDriver<'s> {
+    shared: &'s Shared,
+    dialect: Dialect,
+    provider: WebSocket,
+    upstream: Option<RealtimeSocket>,
+    connecting: Option<ConnectFuture>,
+    call: Call,
+    codec: ProviderCodec,
+    decoder: RealtimeDecoder,
+    record: CallRecord,
+    text: String,
+    /// Close code and reason for the provider socket, decided by how the call ended.
+    close: Option<(u16, &'static str)>,
+}
+
+impl<'s> CallDriver<'s> {
+    fn new(provider: WebSocket, dialect: Dialect, shared: &'s Shared) -> Self {
+        let now = Instant::now();
+        Self {
+            shared,
+            dialect,
+            provider,
+            upstream: None,
+            connecting: None,
+            call: Call::new(now, shared.params.clone()),
+            codec: ProviderCodec::new(dialect, shared.max_message_bytes),
+            decoder: RealtimeDecoder::new(shared.upstream.max_message_bytes),
+            record: CallRecord {
+                call_sid: None,
+                stream_sid: None,
+                provider: dialect.name(),
+                started_at: SystemTime::now(),
+                opened: now,
+                duration_ms: 0,
+                end_reason: "",
+                end_detail: None,
+                custom_parameters: Default::default(),
+                transcript: Vec::new(),
+                timeline: Vec::new(),
+                timeline_dropped: 0,
+                usage: Default::default(),
+                frames_in: 0,
+                frames_out: 0,
+            },
+            text: String::with_capacity(1024),
+            close: None,
+        }
+    }
+
+    fn at_ms(&self) -> u64 {
+        self.record.opened.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self) -> CallRecord {
+        let provider_name = self.dialect.name();
+        let stop_calls = self.shared.stop_calls.clone();
+        let end = loop {
+            let received_at = Instant::now();
+            let barge_ins_before = self.record.timeline.iter().filter(|e| e.kind == "barge_in").count();
+            match self.flush().await {
+                Ok(Some(reason)) => break reason,
+                Ok(None) => {}
+                Err(reason) => break reason,
+            }
+            let barge_ins = self.record.timeline.iter().filter(|e| e.kind == "barge_in").count();
+            if barge_ins > barge_ins_before {
+                m::barge_in(received_at.elapsed());
+            }
+            let deadline = self.call.poll_timeout();
+            tokio::select! {
+                msg = self.provider.recv() => self.on_provider(msg, provider_name),
+                msg = next_upstream(&mut self.upstream) => self.on_upstream(msg),
+                res = poll_connect(&mut self.connecting) => {
+                    self.connecting = None;
+                    let now = Instant::now();
+                    match res {
+                        Ok(socket) => {
+                            self.upstream = Some(socket);
+                            self.call.handle_upstream_connected(now);
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "Realtime connect failed");
+                            m::upstream_error(e.kind());
+                            self.record.end_detail = Some(e.to_string());
+                            self.call.handle_upstream_closed(now);
+                        }
+                    }
+                }
+                _ = sleep_until(deadline) => self.call.handle_timeout(Instant::now()),
+                _ = stop_calls.cancelled() => self.call.handle_shutdown(Instant::now()),
+            }
+        };
+        self.finish(end).await
+    }
+
+    /// Writes everything the call asked for; batches writes per socket and flushes once.
+    /// Returns the end reason once the call ended.
+    async fn flush(&mut self) -> Result<Option<EndReason>, EndReason> {
+        let mut provider_dirty = false;
+        let mut upstream_dirty = false;
+        let mut ended = None;
+        while let Some(out) = self.call.poll_output() {
+            match out {
+                Output::Provider(cmd) => {
+                    let Some(stream_sid) = self.call.stream_sid() else { continue };
+                    self.text.clear();
+                    let pc = match &cmd {
+                        ProviderOut::Media { payload_b64 } => {
+                            self.record.frames_out += 1;
+                            ProviderCommand::Media { stream_sid, payload_b64 }
+                        }
+                        ProviderOut::Mark { name } => ProviderCommand::Mark { stream_sid, name },
+                        ProviderOut::Clear => ProviderCommand::Clear { stream_sid },
+                    };
+                    self.codec.encode(&pc, &mut self.text);
+                    if matches!(cmd, ProviderOut::Media { .. }) {
+                        m::frames_out(self.dialect.name(), 1);
+                    }
+                    let msg = Message::Text(self.text.as_str().into());
+                    if timed(self.provider.feed(msg)).await.is_err() {
+                        return Err(EndReason::CallerHangup);
+                    }
+                    provider_dirty = true;
+                }
+                Output::Realtime(ev) => {
+                    let Some(up) = self.upstream.as_mut() else { continue };
+                    self.text.clear();
+                    realtime::encode(&ev, &mut self.text);
+                    let msg = tungstenite::Message::Text(self.text.as_str().into());
+                    if timed(up.feed(msg)).await.is_err() {
+                        m::upstream_error("write");
+                        self.call.handle_upstream_closed(Instant::now());
+                        continue;
+                    }
+                    upstream_dirty = true;
+                }
+                Output::ConnectUpstream => {
+                    let cfg = self.shared.upstream.clone();
+                    self.connecting = Some(Box::pin(async move { rt_client::connect(&cfg).await }));
+                }
+                Output::Event(e) => self.on_event(e),
+                Output::End(reason) => ended = Some(reason),
+            }
+        }
+        if provider_dirty && timed(self.provider.flush()).await.is_err() {
+            return Err(EndReason::CallerHangup);
+        }
+        if upstream_dirty {
+            if let Some(up) = self.upstream.as_mut() {
+                if timed(up.flush()).await.is_err() {
+                    m::upstream_error("write");
+                    self.call.handle_upstream_closed(Instant::now());
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    fn on_event(&mut self, e: CallEvent) {
+        let at = self.at_ms();
+        let provider = self.dialect.name();
+        match &e {
+            CallEvent::Started { call_sid, stream_sid, passthrough, custom_parameters, .. } => {
+                let span = tracing::Span::current();
+                span.record("callSid", call_sid.as_str());
+                span.record("streamSid", stream_sid.as_str());
+                self.record.call_sid = Some(call_sid.clone());
+                self.record.stream_sid = Some(stream_sid.clone());
+                self.record.custom_parameters = custom_parameters.clone();
+                info!(passthrough, "stream started");
+            }
+            CallEvent::UpstreamReady => info!("Realtime session ready"),
+            CallEvent::SpeechStarted { .. } | CallEvent::SpeechStopped { .. } => debug!(?e, "speech"),
+            CallEvent::FirstAudio { latency } => m::first_audio(*latency),
+            CallEvent::BargeIn { truncated, cleared, .. } => {
+                info!(cleared, truncated = truncated.len(), "barge-in")
+            }
+            CallEvent::Turn(t) => debug!(role = ?t.role, chars = t.text.len(), "turn"),
+            CallEvent::Dropped { reason, count } => {
+                if matches!(reason, crate::core::call::DropReason::MediaBeforeStart) {
+                    warn!("media before start: dropped");
+                    m::provider_error(provider, "media_before_start");
+                }
+                m::dropped(reason.as_str(), *count);
+            }
+            CallEvent::GapFilled { ms } => m::gap_filled(*ms),
+            CallEvent::UpstreamError { error, fatal } => {
+                warn!(kind = %error.kind, code = ?error.code, message = %error.message, fatal, "Realtime error");
+                m::upstream_error(if *fatal { "api_fatal" } else { "api_recoverable" });
+                if *fatal {
+                    self.record.end_detail = Some(error.code.clone().unwrap_or_else(|| error.kind.clone()));
+                }
+            }
+            CallEvent::Dtmf { .. } => debug!("dtmf"),
+            CallEvent::ResponseDone { .. } => {}
+        }
+        self.record.note(at, &e);
+    }
+
+    fn on_provider(&mut self, msg: Option<Result<Message, axum::Error>>, provider: &'static str) {
+        let now = Instant::now();
+        match msg {
+            Some(Ok(Message::Text(text))) => match self.codec.decode(text.as_str()) {
+                Ok(ProviderEvent::Unknown { kind }) => {
+                    warn!(event = %kind.chars().take(64).collect::<String>(), "unknown provider event skipped");
+                    m::provider_error(provider, "unknown_event");
+                }
+                Ok(ev) => {
+                    if matches!(ev, ProviderEvent::Media(_)) {
+                        self.record.frames_in += 1;
+                        m::frames_in(provider, 1);
+                    }
+                    self.call.handle_provider(now, ev);
+                }
+                Err(e) => {
+                    warn!(error = %e, "malformed provider message skipped");
+                    m::provider_error(provider, e.kind());
+                }
+            },
+            Some(Ok(Message::Binary(_))) => {
+                warn!("binary provider frame skipped (media streams are JSON text)");
+                m::provider_error(provider, "binary_frame");
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => self.call.handle_provider_closed(now),
+            Some(Err(e)) => {
+                if is_capacity_error(&e) {
+                    warn!(error = %e, "provider message over the size limit; closing");
+                    m::provider_error(provider, "oversize");
+                    self.close = Some((1009, "message too big"));
+                    self.call.handle_provider_error(now);
+                } else {
+                    debug!(error = %e, "provider socket error");
+                    self.call.handle_provider_closed(now);
+                }
+            }
+        }
+    }
+
+    fn on_upstream(&mut self, msg: Option<Result<tungstenite::Message, tungstenite::Error>>) {
+        let now = Instant::now();
+        match msg {
+            Some(Ok(tungstenite::Message::Text(text))) => match self.decoder.decode(text.as_str()) {
+                Ok(ev) => self.call.handle_realtime(now, ev),
+                Err(e) => {
+                    warn!(error = %e, "malformed Realtime event skipped");
+                    m::upstream_error(e.kind());
+                }
+            },
+            Some(Ok(tungstenite::Message::Close(frame))) => {
+                info!(frame = ?frame, "Realtime socket closed");
+                m::upstream_error("closed");
+                self.upstream = None;
+                self.call.handle_upstream_closed(now);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                warn!(error = %e, "Realtime socket error");
+                m::upstream_error("socket");
+                self.upstream = None;
+                self.call.handle_upstream_closed(now);
+            }
+            None => {
+                self.upstream = None;
+                self.call.handle_upstream_closed(now);
+            }
+        }
+    }
+
+    async fn finish(mut self, reason: EndReason) -> CallRecord {
+        let (code, text) = self.close.unwrap_or(match reason {
+            EndReason::ProviderStop | EndReason::CallerHangup => (1000, "call ended"),
+            EndReason::StartTimeout => (1008, "no valid start message"),
+            EndReason::UnsupportedFormat => (1003, "unsupported mediaFormat"),
+            EndReason::ProviderError => (1008, "protocol error"),
+            EndReason::Shutdown => (1001, "server shutting down"),
+            EndReason::UpstreamClosed | EndReason::UpstreamError { .. } | EndReason::UpstreamConnectFailed => {
+                (1011, "voice model unavailable")
+            }
+        });
+        let frame = CloseFrame { code, reason: text.into() };
+        let _ = timed(self.provider.send(Message::Close(Some(frame)))).await;
+        if let Some(mut up) = self.upstream.take() {
+            let _ = timed(up.close(None)).await;
+        }
+        if let EndReason::UpstreamError { code } = &reason {
+            self.record.end_detail.get_or_insert_with(|| code.clone());
+        }
+        let at = self.at_ms();
+        self.record.push(at, "ended", reason.as_str().to_owned());
+        self.record.end_reason = reason.as_str();
+        self.record.duration_ms = at;
+        self.record.transcript = self.call.transcript();
+        self.record.usage = self.call.usage().clone();
+        info!(
+            reason = reason.as_str(),
+            duration_ms = at,
+            frames_in = self.record.frames_in,
+            frames_out = self.record.frames_out,
+            "call ended"
+        );
+        self.record
+    }
+}
+
+async fn timed<T, E>(fut: impl Future<Output = Result<T, E>>) -> Result<T, ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(()),
+    }
+}
+
+async fn next_upstream(
+    up: &mut Option<RealtimeSocket>,
+) -> Option<Result<tungstenite::Message, tungstenite::Error>> {
+    match up {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_connect(c: &mut Option<ConnectFuture>) -> Result<RealtimeSocket, ConnectError> {
+    match c {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(t) = err.downcast_ref::<tungstenite::Error>() {
+            return matches!(t, tungstenite::Error::Capacity(_));
+        }
+        src = err.source();
+    }
+    false
+}

@@ -1,0 +1,112 @@
+//! What a finished call leaves behind: its record, timeline and transcript.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::core::call::{CallEvent, Turn};
+use crate::core::realtime::Usage;
+
+/// Most timeline entries kept per call; later ones are counted, not stored.
+pub const MAX_TIMELINE: usize = 2_000;
+
+/// One line of a call's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    /// Milliseconds since the provider's socket opened.
+    pub at_ms: u64,
+    /// Stable kind, e.g. `speech_started`, `barge_in`, `first_audio`.
+    pub kind: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// Everything known about a call when it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub call_sid: Option<String>,
+    pub stream_sid: Option<String>,
+    /// `twilio` or `signalwire`.
+    pub provider: &'static str,
+    /// Wall-clock time the socket opened.
+    #[serde(with = "unix_ms")]
+    pub started_at: SystemTime,
+    /// Monotonic time the socket opened (to line the timeline up with other in-process clocks).
+    #[serde(skip)]
+    pub opened: Instant,
+    pub duration_ms: u64,
+    pub end_reason: &'static str,
+    /// Detail of the end, e.g. the upstream error code.
+    pub end_detail: Option<String>,
+    pub custom_parameters: BTreeMap<String, String>,
+    pub transcript: Vec<Turn>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline entries not stored because of [`MAX_TIMELINE`].
+    pub timeline_dropped: u64,
+    pub usage: Usage,
+    pub frames_in: u64,
+    pub frames_out: u64,
+}
+
+impl CallRecord {
+    /// Adds a timeline entry for `e`, if it is worth one.
+    pub fn note(&mut self, at_ms: u64, e: &CallEvent) {
+        let (kind, detail) = match e {
+            CallEvent::Started { provider_format, model_format, passthrough, .. } => (
+                "started",
+                format!(
+                    "{:?} {} Hz → model {:?} {} Hz ({})",
+                    provider_format.encoding,
+                    provider_format.sample_rate_hz,
+                    model_format.encoding,
+                    model_format.sample_rate_hz,
+                    if *passthrough { "passthrough" } else { "transcode" }
+                ),
+            ),
+            CallEvent::UpstreamReady => ("upstream_ready", String::new()),
+            CallEvent::SpeechStarted { item_id } => ("speech_started", item_id.clone()),
+            CallEvent::SpeechStopped { item_id } => ("speech_stopped", item_id.clone()),
+            CallEvent::FirstAudio { latency } => ("first_audio", format!("{} ms", latency.as_millis())),
+            CallEvent::BargeIn { truncated, cleared, cancelled_response } => {
+                let cuts: Vec<String> = truncated.iter().map(|(id, ms)| format!("{id} at {ms} ms")).collect();
+                (
+                    "barge_in",
+                    format!(
+                        "clear={cleared} truncate=[{}] cancel={}",
+                        cuts.join(", "),
+                        cancelled_response.as_deref().unwrap_or("-")
+                    ),
+                )
+            }
+            CallEvent::Turn(t) => ("turn", format!("{:?}: {}", t.role, t.text)),
+            CallEvent::Dropped { reason, count } => ("dropped", format!("{} x{count}", reason.as_str())),
+            CallEvent::GapFilled { ms } => ("gap_filled", format!("{ms} ms")),
+            CallEvent::UpstreamError { error, fatal } => (
+                "upstream_error",
+                format!("{} {} (fatal={fatal})", error.kind, error.code.as_deref().unwrap_or("")),
+            ),
+            CallEvent::Dtmf { digit } => ("dtmf", digit.to_string()),
+            CallEvent::ResponseDone { response_id, status } => ("response_done", format!("{response_id} {status}")),
+        };
+        self.push(at_ms, kind, detail);
+    }
+
+    /// Adds a timeline entry, or counts it when the timeline is full.
+    pub fn push(&mut self, at_ms: u64, kind: &'static str, detail: String) {
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(TimelineEntry { at_ms, kind, detail });
+        } else {
+            self.timeline_dropped += 1;
+        }
+    }
+}
+
+mod unix_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        s.serialize_u64(ms)
+    }
+}

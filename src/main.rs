@@ -1,0 +1,137 @@
+//! `callbridge` — thin entry point: parse the command line, load config, run a sub-command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info, warn};
+
+use callbridge::config::Config;
+use callbridge::demo::{self, DemoOptions, DemoProvider};
+use callbridge::driver::Shared;
+use callbridge::{metrics, server, sim, telemetry};
+
+#[derive(Parser)]
+#[command(name = "callbridge", version, about = "Bridges phone calls to the OpenAI Realtime API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default). Configured from the environment; see the README.
+    Serve,
+    /// Run a whole simulated call on this machine: server + Realtime simulator + a caller
+    /// streaming recorded speech, with one normal turn and one barge-in.
+    Demo {
+        /// Talk to the real OpenAI Realtime API (needs OPENAI_API_KEY) instead of the simulator.
+        #[arg(long)]
+        live: bool,
+        /// Which provider the simulated caller plays.
+        #[arg(long, value_enum, default_value_t = ProviderArg::Twilio)]
+        provider: ProviderArg,
+        /// Convert audio to the model's PCM 24 kHz even when passthrough is possible.
+        #[arg(long)]
+        transcode: bool,
+        /// Where to write the caller-side audio (stereo WAV: left = caller, right = what it heard).
+        #[arg(long, default_value = "out/demo-call.wav")]
+        wav: PathBuf,
+    },
+    /// Run the Realtime simulator alone (for tests and benchmarks of other setups).
+    SimRealtime {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProviderArg {
+    /// Twilio, μ-law 8 kHz.
+    Twilio,
+    /// SignalWire with L16 16 kHz (transcoded to the model's PCM 24 kHz).
+    Signalwire,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // ring, not aws-lc: no C build, and one provider for every TLS client in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("callbridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve().await,
+            Command::Demo { live, provider, transcode, wav } => {
+                let provider = match provider {
+                    ProviderArg::Twilio => DemoProvider::Twilio,
+                    ProviderArg::Signalwire => DemoProvider::SignalWireL16,
+                };
+                let opts = DemoOptions { live, provider, force_transcode: transcode, wav: Some(wav), ..Default::default() };
+                demo::run_and_print(opts).await
+            }
+            Command::SimRealtime { listen } => sim_realtime(listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callbridge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let cfg = Config::from_env()?;
+    telemetry::init(cfg.log_json);
+    let prometheus = metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+    let shared = Arc::new(Shared::new(cfg.upstream.clone(), cfg.call.clone(), cfg.max_message_bytes, cfg.max_calls, None));
+    let handle = server::start(listener, shared, prometheus, cfg.upgrade_timeout)?;
+    info!(addr = %handle.addr, max_calls = cfg.max_calls, upstream = %cfg.upstream.url, "callbridge listening");
+    shutdown_signal().await;
+    handle.shutdown(cfg.drain_timeout).await;
+    Ok(())
+}
+
+async fn sim_realtime(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    telemetry::init(false);
+    let handle = sim::realtime::start(demo::sim_config(None)?, listen).await?;
+    info!(url = %handle.url(), "Realtime simulator listening");
+    shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    r = tokio::signal::ctrl_c() => { if let Err(e) = r { error!(error = %e, "ctrl-c handler"); } info!("SIGINT received") }
+                }
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot listen for SIGTERM; SIGINT only"),
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        error!(error = %e, "cannot listen for SIGINT");
+        std::future::pending::<()>().await;
+    }
+}

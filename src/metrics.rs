@@ -1,0 +1,136 @@
+//! Every metric, declared once. Names follow `callbridge_<name>_<unit>`, counters end in
+//! `_total`, labels are enums (never a call SID or a phone number), and every dropped item is
+//! counted with a reason.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const ACTIVE_CALLS: &str = "callbridge_active_calls";
+pub const CALLS_TOTAL: &str = "callbridge_calls_total";
+pub const CALLS_REFUSED_TOTAL: &str = "callbridge_calls_refused_total";
+pub const FRAMES_IN_TOTAL: &str = "callbridge_frames_in_total";
+pub const FRAMES_OUT_TOTAL: &str = "callbridge_frames_out_total";
+pub const BARGE_INS_TOTAL: &str = "callbridge_barge_ins_total";
+pub const PROVIDER_ERRORS_TOTAL: &str = "callbridge_provider_errors_total";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "callbridge_upstream_errors_total";
+pub const DROPPED_TOTAL: &str = "callbridge_dropped_total";
+pub const GAP_FILL_MS_TOTAL: &str = "callbridge_gap_fill_ms_total";
+pub const FIRST_AUDIO_LATENCY_SECONDS: &str = "callbridge_first_audio_latency_seconds";
+pub const BARGE_IN_REACTION_SECONDS: &str = "callbridge_barge_in_reaction_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
+///
+/// Errors: another global `metrics` recorder was installed first.
+pub fn install() -> Result<PrometheusHandle, String> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let latency_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    let reaction_buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(FIRST_AUDIO_LATENCY_SECONDS.into()), &latency_buckets)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BARGE_IN_REACTION_SECONDS.into()), &reaction_buckets))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(ACTIVE_CALLS, "Calls with an open media stream.");
+    describe_counter!(CALLS_TOTAL, "Calls ended, by end reason.");
+    describe_counter!(CALLS_REFUSED_TOTAL, "Media streams refused before a call began, by reason.");
+    describe_counter!(FRAMES_IN_TOTAL, "Caller media frames received from the provider.");
+    describe_counter!(FRAMES_OUT_TOTAL, "Agent media frames sent to the provider.");
+    describe_counter!(BARGE_INS_TOTAL, "Caller barge-ins that interrupted agent audio.");
+    describe_counter!(PROVIDER_ERRORS_TOTAL, "Malformed or unexpected provider messages, by kind.");
+    describe_counter!(UPSTREAM_ERRORS_TOTAL, "Errors from the Realtime API or its socket, by kind.");
+    describe_counter!(DROPPED_TOTAL, "Items dropped on purpose, by reason.");
+    describe_counter!(GAP_FILL_MS_TOTAL, Unit::Milliseconds, "Silence inserted for gaps in caller audio.");
+    describe_histogram!(
+        FIRST_AUDIO_LATENCY_SECONDS,
+        Unit::Seconds,
+        "From the caller's end of speech to the first agent frame sent."
+    );
+    describe_histogram!(
+        BARGE_IN_REACTION_SECONDS,
+        Unit::Seconds,
+        "From speech_started to the clear sent to the provider."
+    );
+}
+
+/// Why a call ended (label `reason` of [`CALLS_TOTAL`]).
+pub use crate::core::call::EndReason;
+
+/// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    MaxCalls,
+    Draining,
+}
+
+impl RefuseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefuseReason::MaxCalls => "max_calls",
+            RefuseReason::Draining => "draining",
+        }
+    }
+}
+
+pub fn call_started() {
+    gauge!(ACTIVE_CALLS).increment(1.0);
+}
+
+/// `reason` is an [`EndReason::as_str`] label.
+pub fn call_ended_label(reason: &'static str) {
+    gauge!(ACTIVE_CALLS).decrement(1.0);
+    counter!(CALLS_TOTAL, "reason" => reason).increment(1);
+}
+
+pub fn call_refused(reason: RefuseReason) {
+    counter!(CALLS_REFUSED_TOTAL, "reason" => reason.as_str()).increment(1);
+}
+
+pub fn frames_in(provider: &'static str, n: u64) {
+    counter!(FRAMES_IN_TOTAL, "provider" => provider).increment(n);
+}
+
+pub fn frames_out(provider: &'static str, n: u64) {
+    counter!(FRAMES_OUT_TOTAL, "provider" => provider).increment(n);
+}
+
+pub fn barge_in(reaction: Duration) {
+    counter!(BARGE_INS_TOTAL).increment(1);
+    histogram!(BARGE_IN_REACTION_SECONDS).record(reaction.as_secs_f64());
+}
+
+pub fn first_audio(latency: Duration) {
+    histogram!(FIRST_AUDIO_LATENCY_SECONDS).record(latency.as_secs_f64());
+}
+
+/// `kind` is a fixed label such as a decode error kind, `binary_frame` or `media_before_start`.
+pub fn provider_error(provider: &'static str, kind: &'static str) {
+    counter!(PROVIDER_ERRORS_TOTAL, "provider" => provider, "kind" => kind).increment(1);
+}
+
+/// `kind` is a fixed label: `connect`, `closed`, `decode_*`, `api_fatal`, `api_recoverable`.
+pub fn upstream_error(kind: &'static str) {
+    counter!(UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// `reason` is a fixed label from [`crate::core::call::Drop`].
+pub fn dropped(reason: &'static str, n: u64) {
+    counter!(DROPPED_TOTAL, "reason" => reason).increment(n);
+}
+
+pub fn gap_filled(ms: u64) {
+    counter!(GAP_FILL_MS_TOTAL).increment(ms);
+}
