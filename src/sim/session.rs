@@ -1,0 +1,1430 @@
+//! One simulated Realtime session as a sans-IO state machine.
+//!
+//! [`Session::handle_client_text`] and [`Session::handle_timeout`] take input (with the time
+//! passed in); [`Session::poll_output`] yields server events, log entries and a close request;
+//! [`Session::poll_timeout`] says when the session next needs [`Session::handle_timeout`]
+//! (paced audio deltas, delayed transcripts). The socket shell in `realtime.rs` drives it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Value, json};
+
+use super::audio::{convert_ulaw_clip, decode_to_linear};
+use super::ids::IdGen;
+use super::realtime::{SimConfig, SimEventKind, SimFault};
+use super::vad::{EnergyVad, VadEvent};
+use crate::core::audio::AudioFormat;
+
+/// Sizes (ms of audio) of successive output deltas, cycled. Uneven on purpose: the bridge
+/// must re-frame whatever it gets into 20 ms telephony frames.
+const DELTA_CHUNK_MS: [u64; 4] = [40, 100, 180, 60];
+
+/// Delay between committing a user turn and its transcript, like the real async ASR.
+const TRANSCRIPT_DELAY: Duration = Duration::from_millis(150);
+
+/// Minimum buffered audio for a manual `input_audio_buffer.commit` (API reference §1.5).
+const MIN_COMMIT_MS: u64 = 100;
+
+/// What the session wants the shell to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Output {
+    /// Send this server event as a text frame.
+    Event(Value),
+    /// Record this in the simulator log.
+    Log(SimEventKind),
+    /// Close the socket with this code and reason; nothing follows.
+    Close { code: u16, reason: String },
+}
+
+/// What the session knows about a conversation item.
+#[derive(Debug, Clone)]
+struct Item {
+    /// The item as the server reports it.
+    json: Value,
+    /// For assistant audio items: ms of audio sent so far (the truncation limit).
+    audio_ms: Option<u64>,
+}
+
+/// A response whose audio is being streamed.
+#[derive(Debug)]
+struct ActiveResponse {
+    id: String,
+    item_id: String,
+    text: String,
+    /// The reply in the session's output format.
+    audio: Vec<u8>,
+    bytes_per_ms: usize,
+    /// Bytes of `audio` already sent.
+    sent: usize,
+    /// Bytes of `text` already sent as transcript deltas (always on a char boundary).
+    text_sent: usize,
+    chunks: usize,
+    started: Instant,
+    next_due: Instant,
+}
+
+/// Why a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndReason {
+    Completed,
+    TurnDetected,
+    ClientCancelled,
+}
+
+/// A client-caused error, turned into an `error` event.
+struct ClientError {
+    code: &'static str,
+    message: String,
+    param: Option<String>,
+}
+
+fn client_error(code: &'static str, message: impl Into<String>, param: Option<&str>) -> ClientError {
+    ClientError { code, message: message.into(), param: param.map(str::to_owned) }
+}
+
+/// The simulated server side of one Realtime WebSocket.
+pub(crate) struct Session {
+    cfg: Arc<SimConfig>,
+    ids: IdGen,
+    conversation_id: String,
+    /// The effective session object, echoed in `session.created` / `session.updated`.
+    session: Value,
+    input_format: AudioFormat,
+    output_format: AudioFormat,
+    vad: EnergyVad,
+    /// Odd trailing byte of L16 input, kept for the next append.
+    carry: Vec<u8>,
+    /// User item of the speech in progress (from `speech_started` to its commit).
+    speech: Option<(String, u64)>,
+    /// Ms of input appended since the last commit or clear.
+    buffered_ms: f64,
+    items: HashMap<String, Item>,
+    last_item_id: Option<String>,
+    user_turns: usize,
+    next_reply: usize,
+    response: Option<ActiveResponse>,
+    /// Delayed events (transcripts), in no particular order.
+    timers: Vec<(Instant, Value)>,
+    out: VecDeque<Output>,
+    closed: bool,
+    deltas_sent: u64,
+    user_audio_ms: f64,
+    agent_audio_ms: u64,
+    last_input_tokens: u64,
+    scratch: Vec<i16>,
+    vad_events: Vec<VadEvent>,
+}
+
+impl Session {
+    /// A new session; queues `session.created` and the `Connected` log entry.
+    pub(crate) fn new(cfg: Arc<SimConfig>, model: Option<String>) -> Self {
+        let mut ids = IdGen::new();
+        let session = default_session(&mut ids, model.as_deref(), &cfg);
+        let vad = EnergyVad::new(cfg.vad);
+        let conversation_id = ids.base62("conv_", 20);
+        let mut s = Self {
+            cfg,
+            ids,
+            conversation_id,
+            session,
+            input_format: AudioFormat::PCM16_24K,
+            output_format: AudioFormat::PCM16_24K,
+            vad,
+            carry: Vec::new(),
+            speech: None,
+            buffered_ms: 0.0,
+            items: HashMap::new(),
+            last_item_id: None,
+            user_turns: 0,
+            next_reply: 0,
+            response: None,
+            timers: Vec::new(),
+            out: VecDeque::new(),
+            closed: false,
+            deltas_sent: 0,
+            user_audio_ms: 0.0,
+            agent_audio_ms: 0,
+            last_input_tokens: 0,
+            scratch: Vec::new(),
+            vad_events: Vec::new(),
+        };
+        s.log(SimEventKind::Connected { model });
+        let session = s.session.clone();
+        s.emit(json!({"type": "session.created", "session": session}));
+        s
+    }
+
+    /// The next thing for the shell to do, if any.
+    pub(crate) fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let timer = self.timers.iter().map(|(at, _)| *at).min();
+        let delta = self.response.as_ref().map(|r| r.next_due);
+        match (timer, delta) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the session asked to close.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Fires due timers and sends the audio deltas that are due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.timers.sort_by_key(|(at, _)| *at);
+        while self.timers.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, event) = self.timers.remove(0);
+            self.emit(event);
+        }
+        while !self.closed && self.response.as_ref().is_some_and(|r| r.next_due <= now) {
+            self.send_next_chunk();
+        }
+    }
+
+    /// A binary frame: the Realtime API only speaks JSON text.
+    pub(crate) fn handle_client_binary(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.send_error(
+            client_error("invalid_request_error", "Binary frames are not supported; send JSON text", None),
+            None,
+        );
+    }
+
+    /// One client text frame.
+    pub(crate) fn handle_client_text(&mut self, text: &str, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let event: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let err =
+                    client_error("invalid_json", format!("We could not parse the JSON body: {e}"), None);
+                return self.send_error(err, None);
+            }
+        };
+        let client_event_id = event.get("event_id").and_then(Value::as_str).map(str::to_owned);
+        let Some(kind) = event.get("type").and_then(Value::as_str).map(str::to_owned) else {
+            let err = client_error(
+                "missing_required_parameter",
+                "Missing required parameter: 'type'.",
+                Some("type"),
+            );
+            return self.send_error(err, client_event_id);
+        };
+        // Appends arrive every 20 ms per call and would swamp the log (count them in the
+        // capture file instead).
+        if kind != "input_audio_buffer.append" {
+            self.log(SimEventKind::ClientEvent { kind: kind.clone() });
+        }
+        let result = match kind.as_str() {
+            "session.update" if self.cfg.fault == Some(SimFault::FatalErrorOnSessionUpdate) => {
+                // What the real service does with a revoked key: a fatal error, then a close.
+                let err = client_error(
+                    "invalid_api_key",
+                    "Incorrect API key provided: sk-sim****. You can find your API key at \
+                     https://platform.openai.com/account/api-keys.",
+                    None,
+                );
+                self.send_error(err, client_event_id);
+                return self.close(1008, "invalid_api_key");
+            }
+            "session.update" => self.on_session_update(&event),
+            "input_audio_buffer.append" => self.on_append(&event, now),
+            "input_audio_buffer.commit" => self.on_commit(now),
+            "input_audio_buffer.clear" => {
+                self.clear_input();
+                self.emit(json!({"type": "input_audio_buffer.cleared"}));
+                Ok(())
+            }
+            "conversation.item.create" => self.on_item_create(&event),
+            "conversation.item.truncate" => self.on_truncate(&event),
+            "conversation.item.delete" => self.on_item_delete(&event),
+            "conversation.item.retrieve" => self.on_item_retrieve(&event),
+            "response.create" => self.on_response_create(now),
+            "response.cancel" => self.on_response_cancel(&event),
+            other => Err(client_error(
+                "invalid_value",
+                format!("Invalid value: '{other}'. This is not a client event type this server supports."),
+                Some("type"),
+            )),
+        };
+        if let Err(err) = result {
+            self.send_error(err, client_event_id);
+        }
+    }
+
+    // ----- session -----
+
+    fn on_session_update(&mut self, event: &Value) -> Result<(), ClientError> {
+        let Some(patch) = event.get("session").and_then(Value::as_object) else {
+            return Err(client_error(
+                "missing_required_parameter",
+                "Missing required parameter: 'session'.",
+                Some("session"),
+            ));
+        };
+        match patch.get("type").and_then(Value::as_str) {
+            Some("realtime") => {}
+            None => {
+                return Err(client_error(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'session.type'.",
+                    Some("session.type"),
+                ));
+            }
+            Some(other) => {
+                return Err(client_error(
+                    "invalid_value",
+                    format!("Invalid value: '{other}'. Supported values are: 'realtime'."),
+                    Some("session.type"),
+                ));
+            }
+        }
+        let mut next = self.session.clone();
+        merge_session(&mut next, patch)?;
+        let input = format_of(&next["audio"]["input"]["format"]).ok_or_else(|| internal("input format"))?;
+        let output =
+            format_of(&next["audio"]["output"]["format"]).ok_or_else(|| internal("output format"))?;
+        if input != self.input_format {
+            self.carry.clear();
+        }
+        self.input_format = input;
+        self.output_format = output;
+        self.session = next;
+        let session = self.session.clone();
+        self.emit(json!({"type": "session.updated", "session": session}));
+        let input_format = self.session["audio"]["input"]["format"]["type"].as_str().unwrap_or("").to_owned();
+        let output_format =
+            self.session["audio"]["output"]["format"]["type"].as_str().unwrap_or("").to_owned();
+        self.log(SimEventKind::SessionUpdated { input_format, output_format });
+        Ok(())
+    }
+
+    fn turn_detection(&self) -> Option<&Map<String, Value>> {
+        self.session["audio"]["input"]["turn_detection"].as_object()
+    }
+
+    fn td_flag(&self, name: &str) -> bool {
+        self.turn_detection().and_then(|td| td.get(name)).and_then(Value::as_bool).unwrap_or(true)
+    }
+
+    fn transcription_enabled(&self) -> bool {
+        self.session["audio"]["input"]["transcription"].is_object()
+    }
+
+    // ----- input audio -----
+
+    fn on_append(&mut self, event: &Value, now: Instant) -> Result<(), ClientError> {
+        let Some(audio) = event.get("audio").and_then(Value::as_str) else {
+            return Err(client_error(
+                "missing_required_parameter",
+                "Missing required parameter: 'audio'.",
+                Some("audio"),
+            ));
+        };
+        let mut bytes = BASE64.decode(audio).map_err(|e| {
+            client_error("invalid_value", format!("Invalid base64 audio: {e}"), Some("audio"))
+        })?;
+        if !self.carry.is_empty() {
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(&bytes);
+            bytes = joined;
+        }
+        let format = self.input_format;
+        let mut samples = std::mem::take(&mut self.scratch);
+        samples.clear();
+        let used = decode_to_linear(format, &bytes, &mut samples);
+        self.carry.extend_from_slice(&bytes[used..]);
+        let ms = samples.len() as f64 * 1000.0 / f64::from(format.sample_rate_hz);
+        self.buffered_ms += ms;
+        self.user_audio_ms += ms;
+        let mut events = std::mem::take(&mut self.vad_events);
+        events.clear();
+        self.vad.push(&samples, format.sample_rate_hz, &mut events);
+        self.scratch = samples;
+        if self.turn_detection().is_none() {
+            // Manual turns: keep the position counting but never enter speech.
+            self.vad.reset();
+        } else {
+            for ev in &events {
+                self.on_vad(*ev, now);
+                if self.closed {
+                    break;
+                }
+            }
+        }
+        self.vad_events = events;
+        Ok(())
+    }
+
+    fn on_vad(&mut self, event: VadEvent, now: Instant) {
+        match event {
+            VadEvent::Started { audio_start_ms, voiced_start_ms } => {
+                let item_id = self.ids.base62("item_", 20);
+                self.speech = Some((item_id.clone(), voiced_start_ms));
+                self.emit(json!({
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": audio_start_ms,
+                    "item_id": item_id,
+                }));
+                self.log(SimEventKind::SpeechStarted { audio_start_ms });
+                if self.response.is_some() && self.td_flag("interrupt_response") {
+                    self.end_response(EndReason::TurnDetected);
+                }
+            }
+            VadEvent::Stopped { audio_end_ms } => {
+                let Some((item_id, voiced_start)) = self.speech.take() else { return };
+                self.emit(json!({
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": audio_end_ms,
+                    "item_id": item_id,
+                }));
+                self.log(SimEventKind::SpeechStopped { audio_end_ms });
+                self.commit_user_turn(item_id, audio_end_ms.saturating_sub(voiced_start), now);
+                if self.td_flag("create_response") && self.response.is_none() {
+                    self.start_response(now);
+                }
+            }
+        }
+    }
+
+    fn on_commit(&mut self, now: Instant) -> Result<(), ClientError> {
+        if self.buffered_ms < MIN_COMMIT_MS as f64 {
+            return Err(client_error(
+                "input_audio_buffer_commit_empty",
+                format!(
+                    "Error committing input audio buffer: buffer too small. Expected at least {MIN_COMMIT_MS}ms \
+                     of audio, but buffer only has {:.2}ms of audio.",
+                    self.buffered_ms
+                ),
+                None,
+            ));
+        }
+        let item_id = match self.speech.take() {
+            Some((id, _)) => id,
+            None => self.ids.base62("item_", 20),
+        };
+        self.vad.reset();
+        let ms = self.buffered_ms as u64;
+        self.commit_user_turn(item_id, ms, now);
+        Ok(())
+    }
+
+    fn commit_user_turn(&mut self, item_id: String, speech_ms: u64, now: Instant) {
+        let previous = self.last_item_id.clone();
+        self.emit(json!({
+            "type": "input_audio_buffer.committed",
+            "previous_item_id": previous,
+            "item_id": item_id,
+        }));
+        let item = json!({
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_audio", "transcript": null}],
+        });
+        self.add_item(item, None, previous);
+        if self.transcription_enabled() {
+            let transcript = self.cfg.caller_transcripts.get(self.user_turns).cloned().unwrap_or_default();
+            let seconds = (speech_ms as f64 / 100.0).round() / 10.0;
+            let event = json!({
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": {"type": "duration", "seconds": seconds},
+            });
+            self.timers.push((now + TRANSCRIPT_DELAY, event));
+        }
+        self.user_turns += 1;
+        self.buffered_ms = 0.0;
+    }
+
+    fn clear_input(&mut self) {
+        self.buffered_ms = 0.0;
+        self.carry.clear();
+        self.speech = None;
+        self.vad.reset();
+    }
+
+    // ----- conversation items -----
+
+    /// Records an item and announces it with `conversation.item.added` / `.done`.
+    fn add_item(&mut self, item: Value, audio_ms: Option<u64>, previous: Option<String>) {
+        let id = item["id"].as_str().unwrap_or_default().to_owned();
+        self.emit(json!({"type": "conversation.item.added", "previous_item_id": previous, "item": item}));
+        if item["status"] == "completed" {
+            self.emit(json!({"type": "conversation.item.done", "previous_item_id": previous, "item": item}));
+        }
+        self.items.insert(id.clone(), Item { json: item, audio_ms });
+        self.last_item_id = Some(id);
+    }
+
+    fn on_item_create(&mut self, event: &Value) -> Result<(), ClientError> {
+        let Some(item) = event.get("item").and_then(Value::as_object) else {
+            return Err(client_error(
+                "missing_required_parameter",
+                "Missing required parameter: 'item'.",
+                Some("item"),
+            ));
+        };
+        match item.get("type").and_then(Value::as_str) {
+            Some("message" | "function_call" | "function_call_output") => {}
+            Some(other) => {
+                return Err(client_error(
+                    "invalid_value",
+                    format!(
+                        "Invalid value: '{other}'. Supported values are: 'message', 'function_call', and \
+                         'function_call_output'."
+                    ),
+                    Some("item.type"),
+                ));
+            }
+            None => {
+                return Err(client_error(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'item.type'.",
+                    Some("item.type"),
+                ));
+            }
+        }
+        let mut item = item.clone();
+        let id = match item.get("id").and_then(Value::as_str) {
+            Some(id) if self.items.contains_key(id) => {
+                return Err(client_error(
+                    "item_id_already_exists",
+                    format!("Item with id '{id}' already exists."),
+                    Some("item.id"),
+                ));
+            }
+            Some(id) => id.to_owned(),
+            None => self.ids.base62("item_", 20),
+        };
+        item.insert("id".into(), json!(id));
+        item.insert("object".into(), json!("realtime.item"));
+        item.entry("status").or_insert(json!("completed"));
+        let previous = match event.get("previous_item_id").and_then(Value::as_str) {
+            Some(p) => Some(p.to_owned()),
+            None => self.last_item_id.clone(),
+        };
+        self.add_item(Value::Object(item), None, previous);
+        Ok(())
+    }
+
+    fn on_item_delete(&mut self, event: &Value) -> Result<(), ClientError> {
+        let id = required_str(event, "item_id")?;
+        if self.items.remove(&id).is_none() {
+            return Err(item_not_found(&id));
+        }
+        self.emit(json!({"type": "conversation.item.deleted", "item_id": id}));
+        Ok(())
+    }
+
+    fn on_item_retrieve(&mut self, event: &Value) -> Result<(), ClientError> {
+        let id = required_str(event, "item_id")?;
+        let Some(item) = self.items.get(&id).map(|i| i.json.clone()) else { return Err(item_not_found(&id)) };
+        self.emit(json!({"type": "conversation.item.retrieved", "item": item}));
+        Ok(())
+    }
+
+    fn on_truncate(&mut self, event: &Value) -> Result<(), ClientError> {
+        let item_id = required_str(event, "item_id")?;
+        let content_index = required_u64(event, "content_index")?;
+        let audio_end_ms = required_u64(event, "audio_end_ms")?;
+        let Some(item) = self.items.get(&item_id) else { return Err(item_not_found(&item_id)) };
+        let Some(sent_ms) = item.audio_ms else {
+            return Err(client_error(
+                "invalid_value",
+                format!("Only assistant messages with audio can be truncated; '{item_id}' is not one."),
+                Some("item_id"),
+            ));
+        };
+        if content_index != 0 {
+            return Err(client_error(
+                "invalid_value",
+                format!("Invalid value: {content_index}. The item has one content part, at index 0."),
+                Some("content_index"),
+            ));
+        }
+        if audio_end_ms > sent_ms {
+            return Err(client_error(
+                "invalid_value",
+                format!("Audio content of {sent_ms}ms is already shorter than {audio_end_ms}ms"),
+                Some("audio_end_ms"),
+            ));
+        }
+        self.emit(json!({
+            "type": "conversation.item.truncated",
+            "item_id": item_id,
+            "content_index": content_index,
+            "audio_end_ms": audio_end_ms,
+        }));
+        self.log(SimEventKind::Truncated { item_id, audio_end_ms });
+        Ok(())
+    }
+
+    // ----- responses -----
+
+    fn on_response_create(&mut self, now: Instant) -> Result<(), ClientError> {
+        if let Some(r) = &self.response {
+            return Err(client_error(
+                "conversation_already_has_active_response",
+                format!(
+                    "Conversation already has an active response in progress: {}. Wait until the response is finished before creating a new one.",
+                    r.id
+                ),
+                None,
+            ));
+        }
+        self.start_response(now);
+        Ok(())
+    }
+
+    fn on_response_cancel(&mut self, event: &Value) -> Result<(), ClientError> {
+        self.log(SimEventKind::CancelReceived);
+        let wanted = event.get("response_id").and_then(Value::as_str);
+        let matches = match (&self.response, wanted) {
+            (Some(r), Some(id)) => r.id == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !matches {
+            return Err(client_error(
+                "response_cancel_not_active",
+                "Cancellation failed: no active response found",
+                None,
+            ));
+        }
+        self.end_response(EndReason::ClientCancelled);
+        Ok(())
+    }
+
+    fn start_response(&mut self, now: Instant) {
+        let (clip, text, audio) = match self.pick_reply() {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(error = %e, "sim: cannot convert reply clip");
+                let err = ClientError {
+                    code: "server_error",
+                    message: format!("The server had an error while processing your request: {e}"),
+                    param: None,
+                };
+                return self.send_error(err, None);
+            }
+        };
+        let response_id = self.ids.base62("resp_", 20);
+        let item_id = self.ids.base62("item_", 20);
+        let response = self.response_json(&response_id, "in_progress", Value::Null, json!([]), Value::Null);
+        self.emit(json!({"type": "response.created", "response": response}));
+        self.emit(json!({
+            "type": "rate_limits.updated",
+            "rate_limits": [
+                {"name": "requests", "limit": 5000, "remaining": 4999, "reset_seconds": 0.012},
+                {"name": "tokens", "limit": 800_000, "remaining": 795_000, "reset_seconds": 0.375},
+            ],
+        }));
+        let item = json!({
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        });
+        self.emit(json!({
+            "type": "response.output_item.added",
+            "response_id": response_id,
+            "output_index": 0,
+            "item": item,
+        }));
+        let previous = self.last_item_id.clone();
+        self.add_item(item, Some(0), previous);
+        self.emit(json!({
+            "type": "response.content_part.added",
+            "response_id": response_id,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_audio", "transcript": ""},
+        }));
+        self.log(SimEventKind::ResponseStarted {
+            response_id: response_id.clone(),
+            item_id: item_id.clone(),
+            clip,
+        });
+        self.response = Some(ActiveResponse {
+            id: response_id,
+            item_id,
+            text,
+            audio,
+            bytes_per_ms: self.output_format.bytes_per_ms().max(1),
+            sent: 0,
+            text_sent: 0,
+            chunks: 0,
+            started: now,
+            next_due: now,
+        });
+    }
+
+    /// The next reply clip (cycling) in the output format: `(name, text, audio)`.
+    fn pick_reply(&mut self) -> anyhow::Result<(String, String, Vec<u8>)> {
+        let replies = &self.cfg.replies;
+        if replies.is_empty() {
+            return Ok((String::new(), String::new(), Vec::new()));
+        }
+        let clip = &replies[self.next_reply % replies.len()];
+        self.next_reply += 1;
+        let converted = convert_ulaw_clip(clip.ulaw, self.output_format)?;
+        Ok((clip.name.to_owned(), clip.text.clone(), converted.bytes))
+    }
+
+    /// Sends the next audio delta of the active response (and finishes it after the last).
+    fn send_next_chunk(&mut self) {
+        let Some(r) = self.response.as_mut() else { return };
+        if r.sent >= r.audio.len() {
+            return self.end_response(EndReason::Completed);
+        }
+        let chunk_ms = DELTA_CHUNK_MS[r.chunks % DELTA_CHUNK_MS.len()];
+        let len = (chunk_ms as usize * r.bytes_per_ms).min(r.audio.len() - r.sent);
+        let delta = BASE64.encode(&r.audio[r.sent..r.sent + len]);
+        r.sent += len;
+        r.chunks += 1;
+        let first = r.chunks == 1;
+        let sent_ms = (r.sent / r.bytes_per_ms) as u64;
+        // Transcript in proportion to the audio sent, cut on a char boundary.
+        let mut text_end =
+            if r.sent >= r.audio.len() { r.text.len() } else { r.text.len() * r.sent / r.audio.len() };
+        while !r.text.is_char_boundary(text_end) {
+            text_end += 1;
+        }
+        let text_delta = r.text[r.text_sent..text_end.max(r.text_sent)].to_owned();
+        r.text_sent = text_end.max(r.text_sent);
+        r.next_due = pace(r.started, sent_ms, self.cfg.speed);
+        let (response_id, item_id, done) = (r.id.clone(), r.item_id.clone(), r.sent >= r.audio.len());
+        if let Some(item) = self.items.get_mut(&item_id) {
+            item.audio_ms = Some(sent_ms);
+        }
+        self.emit(json!({
+            "type": "response.output_audio.delta",
+            "response_id": response_id,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": delta,
+        }));
+        self.deltas_sent += 1;
+        if first {
+            self.log(SimEventKind::FirstDelta { response_id: response_id.clone() });
+        }
+        if self.cfg.fault == Some(SimFault::CloseOnFirstDelta) && self.deltas_sent == 1 {
+            return self.close(1011, "simulated server error");
+        }
+        if !text_delta.is_empty() {
+            self.emit(json!({
+                "type": "response.output_audio_transcript.delta",
+                "response_id": response_id,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": text_delta,
+            }));
+        }
+        if done {
+            self.end_response(EndReason::Completed);
+        }
+    }
+
+    /// Ends the active response with the closing events and `response.done`.
+    fn end_response(&mut self, reason: EndReason) {
+        let Some(r) = self.response.take() else { return };
+        let completed = reason == EndReason::Completed;
+        let transcript = if completed { r.text.clone() } else { r.text[..r.text_sent].to_owned() };
+        let sent_ms = (r.sent / r.bytes_per_ms) as u64;
+        let status = if completed { "completed" } else { "cancelled" };
+        let part_event = |kind: &str| {
+            json!({
+                "type": kind,
+                "response_id": r.id,
+                "item_id": r.item_id,
+                "output_index": 0,
+                "content_index": 0,
+            })
+        };
+        if completed {
+            self.emit(part_event("response.output_audio.done"));
+            let mut ev = part_event("response.output_audio_transcript.done");
+            ev["transcript"] = json!(transcript);
+            self.emit(ev);
+        }
+        let part = json!({"type": "output_audio", "transcript": transcript});
+        let mut ev = part_event("response.content_part.done");
+        ev["part"] = part.clone();
+        self.emit(ev);
+        let item = json!({
+            "id": r.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": if completed { "completed" } else { "incomplete" },
+            "role": "assistant",
+            "content": [part],
+        });
+        self.emit(json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}));
+        // The client may have deleted the item meanwhile; then there is nothing to finish.
+        if let Some(stored) = self.items.get_mut(&r.item_id) {
+            stored.json = item.clone();
+            stored.audio_ms = Some(sent_ms);
+            self.emit(json!({"type": "conversation.item.done", "item": item}));
+        }
+        let details = match reason {
+            EndReason::Completed => Value::Null,
+            EndReason::TurnDetected => json!({"type": "cancelled", "reason": "turn_detected"}),
+            EndReason::ClientCancelled => json!({"type": "cancelled", "reason": "client_cancelled"}),
+        };
+        let usage = self.usage(sent_ms, &transcript);
+        let response = self.response_json(&r.id, status, details, json!([item]), usage);
+        self.emit(json!({"type": "response.done", "response": response}));
+        self.agent_audio_ms += sent_ms;
+        self.log(SimEventKind::ResponseDone { response_id: r.id, status: status.to_owned() });
+    }
+
+    /// Token counts invented from durations: ~10 tokens/s of input audio, ~20 tokens/s of
+    /// output audio, ~4 characters per text token.
+    fn usage(&mut self, out_audio_ms: u64, transcript: &str) -> Value {
+        let instructions = self.session["instructions"].as_str().map_or(0, str::len) as u64;
+        let in_text = 8 + instructions / 4;
+        let in_audio = (self.user_audio_ms / 100.0) as u64 + self.agent_audio_ms / 50;
+        let input = in_text + in_audio;
+        let cached = (self.last_input_tokens.min(input) / 64) * 64;
+        self.last_input_tokens = input;
+        let out_text = (transcript.len() as u64).div_ceil(4);
+        let out_audio = out_audio_ms / 50;
+        let output = out_text + out_audio;
+        json!({
+            "total_tokens": input + output,
+            "input_tokens": input,
+            "output_tokens": output,
+            "input_token_details": {
+                "text_tokens": in_text,
+                "audio_tokens": in_audio,
+                "image_tokens": 0,
+                "cached_tokens": cached,
+                "cached_tokens_details": {"text_tokens": cached.min(in_text), "audio_tokens": cached.saturating_sub(in_text), "image_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio},
+        })
+    }
+
+    fn response_json(&self, id: &str, status: &str, details: Value, output: Value, usage: Value) -> Value {
+        json!({
+            "object": "realtime.response",
+            "id": id,
+            "status": status,
+            "status_details": details,
+            "output": output,
+            "conversation_id": self.conversation_id,
+            "output_modalities": ["audio"],
+            "max_output_tokens": self.session["max_output_tokens"].clone(),
+            "audio": {"output": {
+                "format": self.session["audio"]["output"]["format"].clone(),
+                "voice": self.session["audio"]["output"]["voice"].clone(),
+            }},
+            "usage": usage,
+            "metadata": null,
+        })
+    }
+
+    // ----- plumbing -----
+
+    /// Queues a server event, stamping a fresh `event_id`.
+    fn emit(&mut self, mut event: Value) {
+        event["event_id"] = json!(self.ids.base62("event_", 20));
+        self.out.push_back(Output::Event(event));
+    }
+
+    fn log(&mut self, kind: SimEventKind) {
+        self.out.push_back(Output::Log(kind));
+    }
+
+    fn send_error(&mut self, err: ClientError, client_event_id: Option<String>) {
+        tracing::debug!(code = err.code, message = %err.message, "sim: error event");
+        self.emit(json!({
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "code": err.code,
+                "message": err.message,
+                "param": err.param,
+                "event_id": client_event_id,
+            },
+        }));
+        self.log(SimEventKind::ErrorSent { code: err.code.to_owned() });
+    }
+
+    fn close(&mut self, code: u16, reason: &str) {
+        self.response = None;
+        self.timers.clear();
+        self.out.push_back(Output::Close { code, reason: reason.to_owned() });
+        self.closed = true;
+    }
+}
+
+/// When the delta after `sent_ms` of audio is due: `speed` × real time from `started`.
+/// A non-positive or non-finite speed means "as fast as possible".
+fn pace(started: Instant, sent_ms: u64, speed: f32) -> Instant {
+    if speed.is_finite() && speed > 0.0 {
+        started + Duration::from_secs_f64(sent_ms as f64 / 1000.0 / f64::from(speed))
+    } else {
+        started
+    }
+}
+
+/// A format that survived `normalise_format` but is not known: cannot happen, but is an error
+/// event rather than a panic.
+fn internal(what: &str) -> ClientError {
+    client_error("invalid_value", format!("unsupported {what}"), None)
+}
+
+fn item_not_found(id: &str) -> ClientError {
+    client_error("invalid_value", format!("Item with item_id '{id}' not found."), Some("item_id"))
+}
+
+fn required_str(event: &Value, field: &str) -> Result<String, ClientError> {
+    event.get(field).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| missing(field))
+}
+
+fn required_u64(event: &Value, field: &str) -> Result<u64, ClientError> {
+    match event.get(field) {
+        None | Some(Value::Null) => Err(missing(field)),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            client_error(
+                "invalid_type",
+                format!("Invalid type for '{field}': expected an integer."),
+                Some(field),
+            )
+        }),
+    }
+}
+
+fn missing(field: &str) -> ClientError {
+    ClientError {
+        code: "missing_required_parameter",
+        message: format!("Missing required parameter: '{field}'."),
+        param: Some(field.to_owned()),
+    }
+}
+
+// ----- the session object -----
+
+/// GA top-level session fields a client may send (API reference §1.2).
+const SESSION_FIELDS: &[&str] = &[
+    "type",
+    "model",
+    "output_modalities",
+    "instructions",
+    "audio",
+    "tools",
+    "tool_choice",
+    "max_output_tokens",
+    "truncation",
+    "tracing",
+    "include",
+    "prompt",
+    "reasoning",
+];
+
+fn default_turn_detection(kind: &str) -> Option<Value> {
+    match kind {
+        "server_vad" => Some(json!({
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
+            "create_response": true,
+            "interrupt_response": true,
+        })),
+        "semantic_vad" => Some(json!({
+            "type": "semantic_vad",
+            "eagerness": "auto",
+            "create_response": true,
+            "interrupt_response": true,
+        })),
+        _ => None,
+    }
+}
+
+/// The session the real server reports in `session.created` for a GA connection.
+fn default_session(ids: &mut IdGen, model: Option<&str>, cfg: &SimConfig) -> Value {
+    let mut td = default_turn_detection("server_vad").unwrap_or(Value::Null);
+    // Report the simulator's VAD timing so the echo is truthful.
+    td["prefix_padding_ms"] = json!(cfg.vad.prefix_padding_ms);
+    td["silence_duration_ms"] = json!(cfg.vad.silence_ms);
+    json!({
+        "type": "realtime",
+        "object": "realtime.session",
+        "id": ids.base62("sess_", 20),
+        "model": model.unwrap_or("gpt-realtime"),
+        "output_modalities": ["audio"],
+        "instructions": "",
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": null,
+                "noise_reduction": null,
+                "turn_detection": td,
+            },
+            "output": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "voice": "marin",
+                "speed": 1.0,
+            },
+        },
+        "tools": [],
+        "tool_choice": "auto",
+        "max_output_tokens": "inf",
+    })
+}
+
+/// Applies a `session.update` patch to `session`, validating as the real server would.
+/// Leaves `session` half-updated on error; the caller works on a copy.
+fn merge_session(session: &mut Value, patch: &Map<String, Value>) -> Result<(), ClientError> {
+    for (key, value) in patch {
+        if !SESSION_FIELDS.contains(&key.as_str()) {
+            return Err(unknown_param(&format!("session.{key}")));
+        }
+        match key.as_str() {
+            "type" => {}
+            "audio" => merge_audio(session, value)?,
+            "output_modalities" => {
+                let ok =
+                    value.as_array().is_some_and(|a| a.len() == 1 && (a[0] == "audio" || a[0] == "text"));
+                if !ok {
+                    return Err(client_error(
+                        "invalid_value",
+                        "output_modalities must be [\"audio\"] or [\"text\"].",
+                        Some("session.output_modalities"),
+                    ));
+                }
+                session[key] = value.clone();
+            }
+            _ => session[key] = value.clone(),
+        }
+    }
+    Ok(())
+}
+
+fn merge_audio(session: &mut Value, audio: &Value) -> Result<(), ClientError> {
+    let Some(audio) = audio.as_object() else { return Err(invalid_type("session.audio")) };
+    for (dir, value) in audio {
+        let fields: &[&str] = match dir.as_str() {
+            "input" => &["format", "transcription", "noise_reduction", "turn_detection"],
+            "output" => &["format", "voice", "speed"],
+            other => return Err(unknown_param(&format!("session.audio.{other}"))),
+        };
+        let Some(value) = value.as_object() else {
+            return Err(invalid_type(&format!("session.audio.{dir}")));
+        };
+        for (field, v) in value {
+            let path = format!("session.audio.{dir}.{field}");
+            if !fields.contains(&field.as_str()) {
+                return Err(unknown_param(&path));
+            }
+            let target = &mut session["audio"][dir.as_str()][field.as_str()];
+            *target = match field.as_str() {
+                "format" => normalise_format(v, &path)?,
+                "turn_detection" => merge_turn_detection(target, v, &path)?,
+                "transcription" | "noise_reduction" if !(v.is_object() || v.is_null()) => {
+                    return Err(invalid_type(&path));
+                }
+                _ => v.clone(),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Checks an audio format object and fills the implied rate for `audio/pcm`.
+fn normalise_format(v: &Value, path: &str) -> Result<Value, ClientError> {
+    let kind = v.get("type").and_then(Value::as_str);
+    match kind {
+        Some("audio/pcmu" | "audio/pcma") => Ok(json!({"type": kind})),
+        Some("audio/pcm") => match v.get("rate") {
+            None | Some(Value::Null) => Ok(json!({"type": "audio/pcm", "rate": 24000})),
+            Some(r) if r.as_u64() == Some(24000) => Ok(json!({"type": "audio/pcm", "rate": 24000})),
+            Some(r) => Err(client_error(
+                "invalid_value",
+                format!("Invalid value: {r}. Supported values are: 24000."),
+                Some(&format!("{path}.rate")),
+            )),
+        },
+        Some(other) => Err(client_error(
+            "invalid_value",
+            format!(
+                "Invalid value: '{other}'. Supported values are: 'audio/pcm', 'audio/pcmu', and 'audio/pcma'."
+            ),
+            Some(&format!("{path}.type")),
+        )),
+        None => Err(missing(&format!("{path}.type"))),
+    }
+}
+
+/// The `AudioFormat` a (normalised) format object stands for.
+fn format_of(v: &Value) -> Option<AudioFormat> {
+    match v.get("type").and_then(Value::as_str)? {
+        "audio/pcmu" => Some(AudioFormat::PCMU_8K),
+        "audio/pcma" => Some(AudioFormat::PCMA_8K),
+        "audio/pcm" => Some(AudioFormat::PCM16_24K),
+        _ => None,
+    }
+}
+
+/// `null` turns VAD off; an object is merged onto the current settings of the same type,
+/// or onto that type's defaults.
+fn merge_turn_detection(current: &Value, v: &Value, path: &str) -> Result<Value, ClientError> {
+    let Some(patch) = v.as_object() else {
+        return if v.is_null() { Ok(Value::Null) } else { Err(invalid_type(path)) };
+    };
+    let current_kind = current.get("type").and_then(Value::as_str);
+    let kind = match patch.get("type").and_then(Value::as_str).or(current_kind) {
+        Some(k) => k.to_owned(),
+        None => return Err(missing(&format!("{path}.type"))),
+    };
+    let mut merged = if current_kind == Some(kind.as_str()) {
+        current.clone()
+    } else {
+        default_turn_detection(&kind).ok_or_else(|| {
+            client_error(
+                "invalid_value",
+                format!("Invalid value: '{kind}'. Supported values are: 'server_vad' and 'semantic_vad'."),
+                Some(&format!("{path}.type")),
+            )
+        })?
+    };
+    let allowed: &[&str] = if kind == "server_vad" {
+        &[
+            "type",
+            "threshold",
+            "prefix_padding_ms",
+            "silence_duration_ms",
+            "idle_timeout_ms",
+            "create_response",
+            "interrupt_response",
+        ]
+    } else {
+        &["type", "eagerness", "create_response", "interrupt_response"]
+    };
+    for (k, val) in patch {
+        if !allowed.contains(&k.as_str()) {
+            return Err(unknown_param(&format!("{path}.{k}")));
+        }
+        merged[k.as_str()] = val.clone();
+    }
+    Ok(merged)
+}
+
+fn unknown_param(path: &str) -> ClientError {
+    client_error("unknown_parameter", format!("Unknown parameter: '{path}'."), Some(path))
+}
+
+fn invalid_type(path: &str) -> ClientError {
+    client_error("invalid_type", format!("Invalid type for '{path}'."), Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::fixtures;
+    use crate::sim::realtime::SimVad;
+
+    fn cfg(fault: Option<SimFault>) -> Arc<SimConfig> {
+        Arc::new(SimConfig {
+            replies: fixtures::agent_replies().unwrap(),
+            caller_transcripts: vec!["first".into(), "second".into()],
+            vad: SimVad::default(),
+            speed: 0.0,
+            capture_path: None,
+            fault,
+        })
+    }
+
+    fn drain(s: &mut Session) -> Vec<Output> {
+        std::iter::from_fn(|| s.poll_output()).collect()
+    }
+
+    fn events(out: &[Output]) -> Vec<Value> {
+        out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
+    }
+
+    fn types(out: &[Output]) -> Vec<String> {
+        events(out).iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    }
+
+    fn update(s: &mut Session, session: Value) -> Vec<Output> {
+        s.handle_client_text(
+            &json!({"type": "session.update", "session": session}).to_string(),
+            Instant::now(),
+        );
+        drain(s)
+    }
+
+    fn pcmu_session(s: &mut Session, td: Value) {
+        let out = update(
+            s,
+            json!({"type": "realtime", "audio": {
+                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": td,
+                          "transcription": {"model": "gpt-4o-mini-transcribe"}},
+                "output": {"format": {"type": "audio/pcmu"}}}}),
+        );
+        assert_eq!(types(&out), ["session.updated"], "{out:?}");
+    }
+
+    fn append(s: &mut Session, ulaw: &[u8], now: Instant) -> Vec<Output> {
+        let ev = json!({"type": "input_audio_buffer.append", "audio": BASE64.encode(ulaw)});
+        s.handle_client_text(&ev.to_string(), now);
+        drain(s)
+    }
+
+    #[test]
+    fn created_event_has_a_full_default_session_and_event_ids() {
+        let mut s = Session::new(cfg(None), Some("gpt-realtime".into()));
+        let out = drain(&mut s);
+        assert_eq!(out[0], Output::Log(SimEventKind::Connected { model: Some("gpt-realtime".into()) }));
+        let ev = &events(&out)[0];
+        assert_eq!(ev["type"], "session.created");
+        assert!(ev["event_id"].as_str().unwrap().starts_with("event_"));
+        assert_eq!(ev["session"]["audio"]["input"]["turn_detection"]["type"], "server_vad");
+        assert_eq!(ev["session"]["max_output_tokens"], "inf");
+    }
+
+    #[test]
+    fn session_update_validates_and_merges() {
+        let mut s = Session::new(cfg(None), None);
+        drain(&mut s);
+        let out = update(&mut s, json!({"audio": {}}));
+        assert_eq!(events(&out)[0]["error"]["code"], "missing_required_parameter");
+        let out = update(&mut s, json!({"type": "realtime", "input_audio_format": "g711_ulaw"}));
+        assert_eq!(events(&out)[0]["error"]["code"], "unknown_parameter");
+        let out = update(
+            &mut s,
+            json!({"type": "realtime", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}),
+        );
+        assert_eq!(events(&out)[0]["error"]["param"], "session.audio.input.format.rate");
+        let out = update(
+            &mut s,
+            json!({"type": "realtime", "instructions": "be brief",
+                   "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 700}},
+                             "output": {"format": {"type": "audio/pcma"}, "voice": "cedar"}}}),
+        );
+        let session = &events(&out)[0]["session"];
+        assert_eq!(session["instructions"], "be brief");
+        assert_eq!(session["audio"]["input"]["turn_detection"]["silence_duration_ms"], 700);
+        assert_eq!(session["audio"]["input"]["turn_detection"]["interrupt_response"], true);
+        assert_eq!(session["audio"]["output"]["voice"], "cedar");
+        assert_eq!(session["audio"]["input"]["format"]["rate"], 24000);
+        assert_eq!(s.output_format, AudioFormat::PCMA_8K);
+    }
+
+    #[test]
+    fn vad_turn_produces_commit_transcript_and_a_completed_reply() {
+        let mut s = Session::new(cfg(None), None);
+        drain(&mut s);
+        pcmu_session(&mut s, json!({"type": "server_vad"}));
+        let t0 = Instant::now();
+        let question = fixtures::clip("caller_question").unwrap();
+        let mut out = append(&mut s, question.ulaw, t0);
+        out.extend(append(&mut s, &[0xFF; 8000], t0));
+        let kinds = types(&out);
+        let wanted = [
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "conversation.item.added",
+            "response.created",
+        ];
+        let mut at = 0;
+        for w in wanted {
+            at +=
+                kinds[at..].iter().position(|k| k == w).unwrap_or_else(|| panic!("{w} missing in {kinds:?}"));
+        }
+        // Transcript after the delay, and all deltas at once with unlimited speed.
+        s.handle_timeout(t0 + Duration::from_millis(200));
+        let out = drain(&mut s);
+        let evs = events(&out);
+        let transcript = evs
+            .iter()
+            .find(|e| e["type"] == "conversation.item.input_audio_transcription.completed")
+            .unwrap();
+        assert_eq!(transcript["transcript"], "first");
+        let audio: usize = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_audio.delta")
+            .map(|e| BASE64.decode(e["delta"].as_str().unwrap()).unwrap().len())
+            .sum();
+        assert_eq!(audio, fixtures::clip("agent_reply_1").unwrap().ulaw.len());
+        let done = evs.last().unwrap();
+        assert_eq!(done["type"], "response.done");
+        assert_eq!(done["response"]["status"], "completed");
+        assert!(done["response"]["usage"]["output_token_details"]["audio_tokens"].as_u64().unwrap() > 0);
+        let text: String = evs
+            .iter()
+            .filter(|e| e["type"] == "response.output_audio_transcript.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, fixtures::clip("agent_reply_1").unwrap().text);
+    }
+
+    #[test]
+    fn barge_in_cancels_and_truncate_is_checked_against_audio_sent() {
+        let mut s = Session::new(cfg(None), None);
+        drain(&mut s);
+        pcmu_session(&mut s, json!({"type": "server_vad"}));
+        // Real-time pacing so the response is still streaming when the caller speaks.
+        let cfg = Arc::new(SimConfig { speed: 1.0, ..(*s.cfg).clone() });
+        s.cfg = cfg;
+        let t0 = Instant::now();
+        s.handle_client_text(r#"{"type":"response.create"}"#, t0);
+        s.handle_timeout(t0);
+        let out = drain(&mut s);
+        let item_id = events(&out)
+            .iter()
+            .find(|e| e["type"] == "response.output_audio.delta")
+            .map(|e| e["item_id"].as_str().unwrap().to_owned())
+            .unwrap();
+        s.handle_client_text(r#"{"type":"response.create"}"#, t0);
+        assert_eq!(events(&drain(&mut s))[0]["error"]["code"], "conversation_already_has_active_response");
+        // 40 ms sent so far: truncating at 100 ms is rejected, at 40 ms accepted.
+        let trunc = |ms: u64| {
+            json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": ms}).to_string()
+        };
+        s.handle_client_text(&trunc(100), t0);
+        let err = &events(&drain(&mut s))[0];
+        assert_eq!(err["error"]["code"], "invalid_value");
+        assert_eq!(err["error"]["param"], "audio_end_ms");
+        s.handle_client_text(&trunc(40), t0);
+        assert_eq!(events(&drain(&mut s))[0]["type"], "conversation.item.truncated");
+        // Caller speech interrupts the response.
+        let loud: Vec<u8> = (0..1600).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let out = append(&mut s, &loud, t0);
+        let evs = events(&out);
+        assert_eq!(evs[0]["type"], "input_audio_buffer.speech_started");
+        let done = evs.iter().find(|e| e["type"] == "response.done").unwrap();
+        assert_eq!(done["response"]["status"], "cancelled");
+        assert_eq!(done["response"]["status_details"]["reason"], "turn_detected");
+        assert!(s.poll_timeout().is_none());
+        s.handle_client_text(r#"{"type":"response.cancel","event_id":"evt_1"}"#, t0);
+        let err = &events(&drain(&mut s))[0];
+        assert_eq!(err["error"]["code"], "response_cancel_not_active");
+        assert_eq!(err["error"]["event_id"], "evt_1");
+    }
+
+    #[test]
+    fn manual_turns_and_bad_input_never_crash() {
+        let mut s = Session::new(cfg(None), None);
+        drain(&mut s);
+        pcmu_session(&mut s, Value::Null);
+        let t0 = Instant::now();
+        let loud: Vec<u8> = (0..8000).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let out = append(&mut s, &loud, t0);
+        assert!(types(&out).is_empty(), "no VAD events with turn_detection null: {out:?}");
+        s.handle_client_text(r#"{"type":"input_audio_buffer.commit"}"#, t0);
+        assert_eq!(types(&drain(&mut s))[..2], ["input_audio_buffer.committed", "conversation.item.added"]);
+        s.handle_client_text(r#"{"type":"input_audio_buffer.commit"}"#, t0);
+        assert_eq!(events(&drain(&mut s))[0]["error"]["code"], "input_audio_buffer_commit_empty");
+        for bad in
+            ["not json", "{}", r#"{"type":"bogus"}"#, r#"{"type":"input_audio_buffer.append","audio":"!!"}"#]
+        {
+            s.handle_client_text(bad, t0);
+            let out = drain(&mut s);
+            assert_eq!(types(&out), ["error"], "{bad}");
+        }
+        s.handle_client_text(r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}}"#, t0);
+        assert_eq!(types(&drain(&mut s)), ["conversation.item.added", "conversation.item.done"]);
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn faults_close_the_session() {
+        let mut s = Session::new(cfg(Some(SimFault::FatalErrorOnSessionUpdate)), None);
+        drain(&mut s);
+        let out = update(&mut s, json!({"type": "realtime"}));
+        assert_eq!(events(&out)[0]["error"]["code"], "invalid_api_key");
+        assert!(matches!(out.last(), Some(Output::Close { code: 1008, .. })));
+
+        let mut s = Session::new(cfg(Some(SimFault::CloseOnFirstDelta)), None);
+        drain(&mut s);
+        let t0 = Instant::now();
+        s.handle_client_text(r#"{"type":"response.create"}"#, t0);
+        s.handle_timeout(t0);
+        let out = drain(&mut s);
+        assert_eq!(types(&out).last().unwrap(), "response.output_audio.delta");
+        assert!(matches!(out.last(), Some(Output::Close { code: 1011, .. })));
+        assert!(s.is_closed());
+    }
+
+    /// Every server event of a full turn parses with the async-openai 0.43 GA types, except
+    /// where that crate is known to be behind the wire format (reference §3.1).
+    #[test]
+    fn server_events_parse_with_the_async_openai_types() {
+        use async_openai::types::realtime::RealtimeServerEvent;
+        let mut s = Session::new(cfg(None), None);
+        let mut out = drain(&mut s);
+        out.extend(update(
+            &mut s,
+            json!({"type": "realtime", "audio": {
+                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"},
+                          "transcription": {"model": "whisper-1"}, "noise_reduction": null},
+                "output": {"format": {"type": "audio/pcmu"}}}}),
+        ));
+        let t0 = Instant::now();
+        let mut audio = fixtures::clip("caller_question").unwrap().ulaw.to_vec();
+        audio.extend([0xFF; 8000]);
+        out.extend(append(&mut s, &audio, t0));
+        s.handle_timeout(t0 + Duration::from_secs(1));
+        s.handle_client_text(r#"{"type":"response.cancel"}"#, t0);
+        s.handle_client_text(r#"{"type":"input_audio_buffer.clear"}"#, t0);
+        out.extend(drain(&mut s));
+        let mut kinds = std::collections::BTreeSet::new();
+        for ev in events(&out) {
+            let kind = ev["type"].as_str().unwrap().to_owned();
+            // async-openai wants a string user transcript (the wire has null before ASR ends)
+            // and beta part types (`audio`, not GA `output_audio`).
+            let known_gap = kind.starts_with("conversation.item.") && !kind.contains("transcription")
+                || kind.starts_with("response.content_part.");
+            if !known_gap {
+                serde_json::from_value::<RealtimeServerEvent>(ev.clone())
+                    .unwrap_or_else(|e| panic!("{kind}: {e}\n{ev}"));
+            }
+            kinds.insert(kind);
+        }
+        for k in [
+            "session.created",
+            "session.updated",
+            "input_audio_buffer.speech_started",
+            "response.output_audio.delta",
+            "response.done",
+            "error",
+            "conversation.item.input_audio_transcription.completed",
+        ] {
+            assert!(kinds.contains(k), "{k} not exercised: {kinds:?}");
+        }
+    }
+}
