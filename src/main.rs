@@ -75,7 +75,13 @@ fn main() -> ExitCode {
                     ProviderArg::Twilio => DemoProvider::Twilio,
                     ProviderArg::Signalwire => DemoProvider::SignalWireL16,
                 };
-                let opts = DemoOptions { live, provider, force_transcode: transcode, wav: Some(wav), ..Default::default() };
+                let opts = DemoOptions {
+                    live,
+                    provider,
+                    force_transcode: transcode,
+                    wav: Some(wav),
+                    ..Default::default()
+                };
                 demo::run_and_print(opts).await
             }
             Command::SimRealtime { listen } => sim_realtime(listen).await,
@@ -97,7 +103,13 @@ async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
-    let shared = Arc::new(Shared::new(cfg.upstream.clone(), cfg.call.clone(), cfg.max_message_bytes, cfg.max_calls, None));
+    let shared = Arc::new(Shared::new(
+        cfg.upstream.clone(),
+        cfg.call.clone(),
+        cfg.max_message_bytes,
+        cfg.max_calls,
+        None,
+    ));
     let handle = server::start(listener, shared, prometheus, cfg.upgrade_timeout)?;
     info!(addr = %handle.addr, max_calls = cfg.max_calls, upstream = %cfg.upstream.url, "callbridge listening");
     shutdown_signal().await;

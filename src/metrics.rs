@@ -21,25 +21,29 @@ pub const GAP_FILL_MS_TOTAL: &str = "callbridge_gap_fill_ms_total";
 pub const FIRST_AUDIO_LATENCY_SECONDS: &str = "callbridge_first_audio_latency_seconds";
 pub const BARGE_IN_REACTION_SECONDS: &str = "callbridge_barge_in_reaction_seconds";
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
+/// Safe to call from several threads and several times.
 ///
 /// Errors: another global `metrics` recorder was installed first.
 pub fn install() -> Result<PrometheusHandle, String> {
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
+    HANDLE.get_or_init(build).clone()
+}
+
+fn build() -> Result<PrometheusHandle, String> {
     let latency_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
     let reaction_buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(FIRST_AUDIO_LATENCY_SECONDS.into()), &latency_buckets)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BARGE_IN_REACTION_SECONDS.into()), &reaction_buckets))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(BARGE_IN_REACTION_SECONDS.into()), &reaction_buckets)
+        })
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
     describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    Ok(handle)
 }
 
 fn describe() {
@@ -126,7 +130,7 @@ pub fn upstream_error(kind: &'static str) {
     counter!(UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(1);
 }
 
-/// `reason` is a fixed label from [`crate::core::call::Drop`].
+/// `reason` is a fixed label such as a [`crate::core::call::DropReason`] or `records_overflow`.
 pub fn dropped(reason: &'static str, n: u64) {
     counter!(DROPPED_TOTAL, "reason" => reason).increment(n);
 }

@@ -407,9 +407,9 @@ impl<'s> CallDriver<'s> {
             EndReason::UnsupportedFormat => (1003, "unsupported mediaFormat"),
             EndReason::ProviderError => (1008, "protocol error"),
             EndReason::Shutdown => (1001, "server shutting down"),
-            EndReason::UpstreamClosed | EndReason::UpstreamError { .. } | EndReason::UpstreamConnectFailed => {
-                (1011, "voice model unavailable")
-            }
+            EndReason::UpstreamClosed
+            | EndReason::UpstreamError { .. }
+            | EndReason::UpstreamConnectFailed => (1011, "voice model unavailable"),
         });
         let frame = CloseFrame { code, reason: text.into() };
         let _ = timed(self.provider.send(Message::Close(Some(frame)))).await;

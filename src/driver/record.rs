@@ -9,7 +9,7 @@ use crate::core::call::{CallEvent, Turn};
 use crate::core::realtime::Usage;
 
 /// Most timeline entries kept per call; later ones are counted, not stored.
-pub const MAX_TIMELINE: usize = 2_000;
+const MAX_TIMELINE: usize = 2_000;
 
 /// One line of a call's timeline.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +42,7 @@ pub struct CallRecord {
     pub custom_parameters: BTreeMap<String, String>,
     pub transcript: Vec<Turn>,
     pub timeline: Vec<TimelineEntry>,
-    /// Timeline entries not stored because of [`MAX_TIMELINE`].
+    /// Timeline entries not stored because the timeline was full (2,000 entries).
     pub timeline_dropped: u64,
     pub usage: Usage,
     pub frames_in: u64,
@@ -87,7 +87,9 @@ impl CallRecord {
                 format!("{} {} (fatal={fatal})", error.kind, error.code.as_deref().unwrap_or("")),
             ),
             CallEvent::Dtmf { digit } => ("dtmf", digit.to_string()),
-            CallEvent::ResponseDone { response_id, status } => ("response_done", format!("{response_id} {status}")),
+            CallEvent::ResponseDone { response_id, status } => {
+                ("response_done", format!("{response_id} {status}"))
+            }
         };
         self.push(at_ms, kind, detail);
     }

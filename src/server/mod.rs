@@ -57,7 +57,11 @@ pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
         .with_state(state)
 }
 
-async fn media(Path(provider): Path<String>, State(st): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+async fn media(
+    Path(provider): Path<String>,
+    State(st): State<Arc<AppState>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let Some(dialect) = Dialect::from_name(&provider) else {
         return (StatusCode::NOT_FOUND, "unknown provider").into_response();
     };
@@ -121,7 +125,8 @@ pub fn start(
     let app = router(shared.clone(), metrics);
     let stop_accept = CancellationToken::new();
     let connections = TaskTracker::new();
-    let accept = tokio::spawn(accept_loop(listener, app, stop_accept.clone(), connections.clone(), request_timeout));
+    let accept =
+        tokio::spawn(accept_loop(listener, app, stop_accept.clone(), connections.clone(), request_timeout));
     Ok(ServerHandle { addr, shared, stop_accept, accept, connections })
 }
 
