@@ -137,7 +137,9 @@ fn marks(outs: &[Output]) -> Vec<String> {
 fn appends(outs: &[Output]) -> Vec<Vec<u8>> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }) => Some(B64.decode(audio_b64).unwrap()),
+            Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }) => {
+                Some(B64.decode(audio_b64).unwrap())
+            }
             _ => None,
         })
         .collect()
@@ -213,7 +215,9 @@ fn normal_turn_passthrough() {
     assert_eq!(latency, Some(Duration::from_millis(300)));
 
     let mut all = out;
-    all.extend(h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }));
+    all.extend(
+        h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }),
+    );
     all.extend(h.realtime(ServerEvent::OutputTranscriptDone {
         item_id: "item_a1".into(),
         transcript: "Your order ships Friday.".into(),
@@ -258,7 +262,9 @@ fn barge_in_mid_reply_clears_truncates_and_cancels() {
         content_index: 0,
         audio_end_ms: 200,
     })));
-    assert!(out.contains(&Output::Realtime(ClientEvent::ResponseCancel { response_id: Some("resp_1".into()) })));
+    assert!(
+        out.contains(&Output::Realtime(ClientEvent::ResponseCancel { response_id: Some("resp_1".into()) }))
+    );
     // Audio still in flight for the cancelled response is dropped, not played after the clear.
     let late = h.delta("resp_1", "item_a1", &agent_audio(100));
     assert!(frames(&late).is_empty());
@@ -275,7 +281,9 @@ fn truncate_never_exceeds_audio_received() {
     // 50 ms of audio, padded to 3 frames; the provider confirms all of it.
     let out = h.delta("resp_1", "item_a1", &agent_audio(50));
     let mut all = out;
-    all.extend(h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }));
+    all.extend(
+        h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }),
+    );
     let names = marks(&all);
     // Confirm only the first mark (40 ms played), then barge in before the rest plays.
     h.mark(&names[0]);
@@ -293,7 +301,9 @@ fn barge_in_after_reply_finished_playing_sends_nothing() {
     h.start_live(AudioFormat::PCMU_8K);
     h.realtime(created("resp_1"));
     let mut out = h.delta("resp_1", "item_a1", &agent_audio(400));
-    out.extend(h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }));
+    out.extend(
+        h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }),
+    );
     out.extend(h.realtime(response_done("resp_1", ResponseStatus::Completed)));
     h.play_all(out);
     let out = h.realtime(speech("item_u2"));
@@ -321,7 +331,9 @@ fn marks_after_clear_are_ignored() {
     let out = h.delta("resp_2", "item_a2", &agent_audio(1000));
     assert_eq!(frames(&out).len(), 15);
     assert!(marks(&out).iter().all(|m| m.starts_with("1:")), "new generation: {:?}", marks(&out));
-    assert!(events(&h.mark("bogus")).contains(&&CallEvent::Dropped { reason: DropReason::UnknownMark, count: 1 }));
+    assert!(
+        events(&h.mark("bogus")).contains(&&CallEvent::Dropped { reason: DropReason::UnknownMark, count: 1 })
+    );
 }
 
 #[test]
@@ -446,7 +458,8 @@ fn transcode_l16_16k_to_pcm_24k_and_back() {
     assert!(out.iter().any(|o| matches!(o,
         Output::Realtime(ClientEvent::SessionUpdate(s)) if s.input_format == ModelAudioFormat::Pcm24k)));
     // 1 s of caller audio at 16 kHz becomes about 1 s at 24 kHz.
-    let frame: Vec<u8> = (0..320).flat_map(|i| (((i as f32 * 0.2).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let frame: Vec<u8> =
+        (0..320).flat_map(|i| (((i as f32 * 0.2).sin() * 8000.0) as i16).to_le_bytes()).collect();
     let mut model_bytes = 0;
     for i in 0..50 {
         model_bytes += appends(&h.media(i * 20, &frame)).iter().map(Vec::len).sum::<usize>();
@@ -454,7 +467,8 @@ fn transcode_l16_16k_to_pcm_24k_and_back() {
     assert!((46_000..=48_000).contains(&model_bytes), "{model_bytes}");
     // Model PCM 24 kHz comes back as exact 640-byte L16 16 kHz frames.
     h.realtime(created("resp_1"));
-    let pcm24: Vec<u8> = (0..24_000).flat_map(|i| (((i as f32 * 0.1).sin() * 8000.0) as i16).to_le_bytes()).collect();
+    let pcm24: Vec<u8> =
+        (0..24_000).flat_map(|i| (((i as f32 * 0.1).sin() * 8000.0) as i16).to_le_bytes()).collect();
     let out = h.delta("resp_1", "item_a1", &pcm24[..9_600]);
     let sent = frames(&out);
     assert!(!sent.is_empty());
