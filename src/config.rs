@@ -153,7 +153,11 @@ impl Config {
 
     /// Reads the configuration from `src`.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
-        let host = parse_or(src, ENV_HOST, DEFAULT_HOST.parse().map_err(|_| ConfigError::Missing { var: ENV_HOST })?)?;
+        let host = parse_or(
+            src,
+            ENV_HOST,
+            DEFAULT_HOST.parse().map_err(|_| ConfigError::Missing { var: ENV_HOST })?,
+        )?;
         let url = src.get(ENV_OPENAI_REALTIME_URL).unwrap_or_else(|| DEFAULT_OPENAI_REALTIME_URL.to_owned());
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(invalid(ENV_OPENAI_REALTIME_URL, &url, "must start with ws:// or wss://"));
@@ -167,10 +171,16 @@ impl Config {
         let max_message_bytes = parse_or(src, ENV_MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES)?;
         let upstream = UpstreamConfig {
             url,
-            model: src.get(ENV_OPENAI_REALTIME_MODEL).unwrap_or_else(|| DEFAULT_OPENAI_REALTIME_MODEL.to_owned()),
+            model: src
+                .get(ENV_OPENAI_REALTIME_MODEL)
+                .unwrap_or_else(|| DEFAULT_OPENAI_REALTIME_MODEL.to_owned()),
             api_key: src.get(ENV_OPENAI_API_KEY).ok_or(ConfigError::Missing { var: ENV_OPENAI_API_KEY })?,
             auth,
-            connect_timeout: duration_or(src, ENV_UPSTREAM_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT)?,
+            connect_timeout: duration_or(
+                src,
+                ENV_UPSTREAM_CONNECT_TIMEOUT,
+                DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+            )?,
             max_message_bytes: 16 * 1024 * 1024,
         };
         let mut call = CallParams::new(session_from(src)?);
@@ -184,10 +194,18 @@ impl Config {
         call.start_timeout = duration_or(src, ENV_START_TIMEOUT, DEFAULT_START_TIMEOUT)?;
         call.upstream_connect_timeout = upstream.connect_timeout;
         if call.max_lead_ms < 20 {
-            return Err(invalid(ENV_MAX_LEAD_MS, &call.max_lead_ms.to_string(), "must be at least one 20 ms frame"));
+            return Err(invalid(
+                ENV_MAX_LEAD_MS,
+                &call.max_lead_ms.to_string(),
+                "must be at least one 20 ms frame",
+            ));
         }
         if call.mark_interval_ms < 20 {
-            return Err(invalid(ENV_MARK_INTERVAL_MS, &call.mark_interval_ms.to_string(), "must be at least 20"));
+            return Err(invalid(
+                ENV_MARK_INTERVAL_MS,
+                &call.mark_interval_ms.to_string(),
+                "must be at least 20",
+            ));
         }
         let log_json = match src.get(ENV_LOG_FORMAT).as_deref() {
             None | Some("json") => true,
@@ -267,9 +285,11 @@ fn session_from(src: &dyn Source) -> Result<SessionConfig, ConfigError> {
                 interrupt_response,
             }
         }
-        Some("semantic_vad") => {
-            TurnDetection::SemanticVad { eagerness: "auto".to_owned(), create_response: true, interrupt_response }
-        }
+        Some("semantic_vad") => TurnDetection::SemanticVad {
+            eagerness: "auto".to_owned(),
+            create_response: true,
+            interrupt_response,
+        },
         Some("none") => TurnDetection::Manual,
         Some(other) => {
             return Err(invalid(ENV_TURN_DETECTION, other, "expected server_vad, semantic_vad or none"));
@@ -287,7 +307,9 @@ fn session_from(src: &dyn Source) -> Result<SessionConfig, ConfigError> {
         None | Some("near_field") => Some(NoiseReduction::NearField),
         Some("far_field") => Some(NoiseReduction::FarField),
         Some("off") => None,
-        Some(other) => return Err(invalid(ENV_NOISE_REDUCTION, other, "expected near_field, far_field or off")),
+        Some(other) => {
+            return Err(invalid(ENV_NOISE_REDUCTION, other, "expected near_field, far_field or off"));
+        }
     };
     Ok(s)
 }

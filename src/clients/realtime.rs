@@ -64,7 +64,8 @@ pub async fn connect(cfg: &UpstreamConfig) -> Result<RealtimeSocket, ConnectErro
         AuthStyle::Bearer => ("authorization", format!("Bearer {}", cfg.api_key)),
         AuthStyle::ApiKey => ("api-key", cfg.api_key.clone()),
     };
-    let mut value = HeaderValue::from_str(&value).map_err(|_| ConnectError::Request("API key is not a valid header".into()))?;
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| ConnectError::Request("API key is not a valid header".into()))?;
     value.set_sensitive(true);
     req.headers_mut().insert(name, value);
     let ws_config = WebSocketConfig::default()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::core::audio::transcode::Transcoder;
 use crate::core::audio::AudioFormat;
+use crate::core::audio::transcode::Transcoder;
 use crate::core::realtime::{ApiError, ClientEvent, ModelAudioFormat, ServerEvent, SessionConfig, Usage};
 use crate::core::telephony::{Media, ProviderEvent, StreamStart, Track};
 
@@ -147,8 +147,12 @@ impl DropReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderOut {
     /// One 20 ms frame of agent audio, base64 in the provider's format.
-    Media { payload_b64: String },
-    Mark { name: String },
+    Media {
+        payload_b64: String,
+    },
+    Mark {
+        name: String,
+    },
     Clear,
 }
 
@@ -166,23 +170,46 @@ pub enum CallEvent {
     },
     /// The session was configured and buffered caller audio flushed.
     UpstreamReady,
-    SpeechStarted { item_id: String },
-    SpeechStopped { item_id: String },
+    SpeechStarted {
+        item_id: String,
+    },
+    SpeechStopped {
+        item_id: String,
+    },
     /// First agent frame after the caller stopped speaking.
-    FirstAudio { latency: Duration },
+    FirstAudio {
+        latency: Duration,
+    },
     /// The caller talked over the agent: `clear` (if audio was playing), truncates, cancel.
-    BargeIn { truncated: Vec<(String, u64)>, cleared: bool, cancelled_response: Option<String> },
+    BargeIn {
+        truncated: Vec<(String, u64)>,
+        cleared: bool,
+        cancelled_response: Option<String>,
+    },
     /// A turn became final.
     Turn(Turn),
-    Dropped { reason: DropReason, count: u64 },
+    Dropped {
+        reason: DropReason,
+        count: u64,
+    },
     /// Silence inserted for a gap in caller audio (ms).
-    GapFilled { ms: u64 },
+    GapFilled {
+        ms: u64,
+    },
     /// An `error` event from the Realtime API.
-    UpstreamError { error: ApiError, fatal: bool },
+    UpstreamError {
+        error: ApiError,
+        fatal: bool,
+    },
     /// A caller key press.
-    Dtmf { digit: char },
+    Dtmf {
+        digit: char,
+    },
     /// `response.done` with token usage.
-    ResponseDone { response_id: String, status: &'static str },
+    ResponseDone {
+        response_id: String,
+        status: &'static str,
+    },
 }
 
 /// What the shell must do next, in order.
@@ -480,8 +507,11 @@ impl Call {
         let outcome = bridge.playback.mark_echoed(name);
         match outcome {
             MarkOutcome::Played { finished } => {
-                let ids: Vec<String> =
-                    finished.iter().filter_map(|&i| bridge.playback.items.get(i)).map(|it| it.item_id.clone()).collect();
+                let ids: Vec<String> = finished
+                    .iter()
+                    .filter_map(|&i| bridge.playback.items.get(i))
+                    .map(|it| it.item_id.clone())
+                    .collect();
                 for id in ids {
                     self.transcript.agent_finished(&id, at, false);
                 }
@@ -547,7 +577,9 @@ impl Call {
             }
             ServerEvent::AudioDone { item_id, .. } => {
                 if let Some(b) = self.bridge_mut() {
-                    if let Some(i) = b.playback.items.iter().rposition(|it| it.item_id == item_id && !it.finished) {
+                    if let Some(i) =
+                        b.playback.items.iter().rposition(|it| it.item_id == item_id && !it.finished)
+                    {
                         // The resampler holds a few ms of the reply's end: push it out too.
                         if let Some(t) = b.transcoder.as_mut() {
                             b.scratch.clear();
@@ -662,7 +694,14 @@ impl Call {
         self.emit_final_turns();
     }
 
-    fn on_audio_delta(&mut self, now: Instant, response_id: &str, item_id: &str, content_index: u32, audio: &[u8]) {
+    fn on_audio_delta(
+        &mut self,
+        now: Instant,
+        response_id: &str,
+        item_id: &str,
+        content_index: u32,
+        audio: &[u8],
+    ) {
         let Some(b) = self.bridge_mut() else { return };
         let late = b.cancelled.iter().any(|r| r == response_id)
             || b.playback.items.iter().any(|it| it.item_id == item_id && it.finished);

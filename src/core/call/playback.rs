@@ -139,7 +139,13 @@ impl Playback {
 
     /// Queues provider-format audio for `item`; `model_bytes` is how much model audio it came
     /// from and `model_format` its format. Returns bytes dropped by the ring's bound.
-    pub fn push(&mut self, item: usize, audio: &[u8], model_bytes: usize, model_format: AudioFormat) -> usize {
+    pub fn push(
+        &mut self,
+        item: usize,
+        audio: &[u8],
+        model_bytes: usize,
+        model_format: AudioFormat,
+    ) -> usize {
         let Some(it) = self.items.get_mut(item) else { return audio.len() };
         it.received_bytes += model_bytes;
         it.received_ms = model_format.duration_ms(it.received_bytes);
