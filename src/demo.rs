@@ -281,7 +281,8 @@ impl DemoReport {
 /// Runs the demo and prints the timeline, transcript and checks; errors if the call did not go
 /// as scripted.
 pub async fn run_and_print(opts: DemoOptions) -> anyhow::Result<()> {
-    crate::telemetry::init(false);
+    // The timeline is the demo's output; logs only for warnings unless RUST_LOG says otherwise.
+    crate::telemetry::init(false, "warn");
     let mode = match (opts.provider, opts.force_transcode) {
         (DemoProvider::Twilio, false) => "Twilio μ-law 8 kHz, passthrough to the model",
         (DemoProvider::Twilio, true) => "Twilio μ-law 8 kHz, transcoded to PCM 24 kHz",

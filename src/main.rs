@@ -98,7 +98,7 @@ fn main() -> ExitCode {
 
 async fn serve() -> anyhow::Result<()> {
     let cfg = Config::from_env()?;
-    telemetry::init(cfg.log_json);
+    telemetry::init(cfg.log_json, "info");
     let prometheus = metrics::install().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await
@@ -118,7 +118,7 @@ async fn serve() -> anyhow::Result<()> {
 }
 
 async fn sim_realtime(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    telemetry::init(false);
+    telemetry::init(false, "info");
     let handle = sim::realtime::start(demo::sim_config(None)?, listen).await?;
     info!(url = %handle.url(), "Realtime simulator listening");
     shutdown_signal().await;

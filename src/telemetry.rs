@@ -5,10 +5,10 @@ use std::fmt;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global `tracing` subscriber. `RUST_LOG` filters (default `info`).
-/// Calling it twice is harmless (the second call is ignored).
-pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global `tracing` subscriber. `RUST_LOG` filters (default `default_level`, e.g.
+/// `info`). Calling it twice is harmless (the second call is ignored).
+pub fn init(json: bool, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.compact().try_init() };
 }

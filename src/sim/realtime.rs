@@ -420,6 +420,8 @@ fn percent_decode(s: &str) -> String {
 
 /// Runs one connection: handshake, then the session until either side closes.
 async fn serve(stream: TcpStream, n: u64, shared: Arc<Shared>, token: CancellationToken) {
+    // Small events (speech_started) must not wait behind Nagle for the ACK of earlier deltas.
+    let _ = stream.set_nodelay(true);
     // The Python SDK lifts frame limits; audio deltas and session echoes can be large.
     let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
     let mut model = None;
