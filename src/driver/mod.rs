@@ -318,7 +318,12 @@ impl<'s> CallDriver<'s> {
             }
             CallEvent::GapFilled { ms } => m::gap_filled(*ms),
             CallEvent::UpstreamError { error, fatal } => {
-                warn!(kind = %error.kind, code = ?error.code, message = %error.message, fatal, "Realtime error");
+                // Our barge-in cancel often races the server's own interrupt_response cancel.
+                if error.code.as_deref() == Some("response_cancel_not_active") {
+                    debug!(message = %error.message, "Realtime: nothing to cancel");
+                } else {
+                    warn!(kind = %error.kind, code = ?error.code, message = %error.message, fatal, "Realtime error");
+                }
                 m::upstream_error(if *fatal { "api_fatal" } else { "api_recoverable" });
                 if *fatal {
                     self.record.end_detail = Some(error.code.clone().unwrap_or_else(|| error.kind.clone()));
