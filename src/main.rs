@@ -45,6 +45,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: std::net::SocketAddr,
+        /// Echo mode: every appended audio chunk comes straight back as model audio (for load
+        /// tests of the bridge without a model).
+        #[arg(long)]
+        echo: bool,
     },
 }
 
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
                 };
                 demo::run_and_print(opts).await
             }
-            Command::SimRealtime { listen } => sim_realtime(listen).await,
+            Command::SimRealtime { listen, echo } => sim_realtime(listen, echo).await,
         }
     });
     match result {
@@ -117,9 +121,11 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sim_realtime(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn sim_realtime(listen: std::net::SocketAddr, echo: bool) -> anyhow::Result<()> {
     telemetry::init(false, "info");
-    let handle = sim::realtime::start(demo::sim_config(None)?, listen).await?;
+    let mut cfg = demo::sim_config(None)?;
+    cfg.echo = echo;
+    let handle = sim::realtime::start(cfg, listen).await?;
     info!(url = %handle.url(), "Realtime simulator listening");
     shutdown_signal().await;
     handle.shutdown().await;

@@ -65,6 +65,9 @@ pub struct SimConfig {
     pub capture_path: Option<PathBuf>,
     /// A failure to inject, for error-path tests.
     pub fault: Option<SimFault>,
+    /// Echo mode (load tests): every appended audio chunk comes straight back as an output
+    /// audio delta; no VAD, no replies.
+    pub echo: bool,
 }
 
 impl Default for SimConfig {
@@ -77,6 +80,7 @@ impl Default for SimConfig {
             speed: DEFAULT_SPEED,
             capture_path: None,
             fault: None,
+            echo: false,
         }
     }
 }
@@ -443,18 +447,33 @@ async fn serve(stream: TcpStream, n: u64, shared: Arc<Shared>, token: Cancellati
     let mut session = Session::new(shared.cfg.clone(), model);
     let mut close: Option<(u16, String)> = None;
     loop {
-        // Drain everything the session produced before waiting again.
+        // Drain everything the session produced, then flush once.
+        let mut dirty = false;
         while let Some(output) = session.poll_output() {
-            match output {
-                Output::Event(event) => {
-                    if let Err(e) = sink.send(Message::text(event.to_string())).await {
-                        tracing::debug!(session = n, error = %e, "sim: send failed");
-                        shared.record(n, SimEventKind::Closed);
-                        return;
-                    }
+            let text = match output {
+                Output::Event(event) => event.to_string(),
+                Output::Text(text) => text,
+                Output::Log(kind) => {
+                    shared.record(n, kind);
+                    continue;
                 }
-                Output::Log(kind) => shared.record(n, kind),
-                Output::Close { code, reason } => close = Some((code, reason)),
+                Output::Close { code, reason } => {
+                    close = Some((code, reason));
+                    continue;
+                }
+            };
+            if let Err(e) = sink.feed(Message::text(text)).await {
+                tracing::debug!(session = n, error = %e, "sim: send failed");
+                shared.record(n, SimEventKind::Closed);
+                return;
+            }
+            dirty = true;
+        }
+        if dirty {
+            if let Err(e) = sink.flush().await {
+                tracing::debug!(session = n, error = %e, "sim: flush failed");
+                shared.record(n, SimEventKind::Closed);
+                return;
             }
         }
         if close.is_some() || session.is_closed() {

@@ -34,6 +34,8 @@ const MIN_COMMIT_MS: u64 = 100;
 pub(crate) enum Output {
     /// Send this server event as a text frame.
     Event(Value),
+    /// Send this pre-serialised server event (echo mode's fast path).
+    Text(String),
     /// Record this in the simulator log.
     Log(SimEventKind),
     /// Close the socket with this code and reason; nothing follows.
@@ -117,6 +119,8 @@ pub(crate) struct Session {
     last_input_tokens: u64,
     scratch: Vec<i16>,
     vad_events: Vec<VadEvent>,
+    /// Echo mode's endless response: (response id, item id).
+    echo_response: Option<(String, String)>,
 }
 
 impl Session {
@@ -151,6 +155,7 @@ impl Session {
             last_input_tokens: 0,
             scratch: Vec::new(),
             vad_events: Vec::new(),
+            echo_response: None,
         };
         s.log(SimEventKind::Connected { model });
         let session = s.session.clone();
@@ -212,6 +217,9 @@ impl Session {
         if self.closed {
             return;
         }
+        if self.cfg.echo && self.echo(text) {
+            return;
+        }
         let event: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -269,6 +277,40 @@ impl Session {
         if let Err(err) = result {
             self.send_error(err, client_event_id);
         }
+    }
+
+    /// Echo mode: each appended chunk comes straight back as an output audio delta of one
+    /// endless response, so round trips through the bridge can be timed without a model. Only
+    /// appends take this path (without building a JSON tree, to keep the simulator cheap under
+    /// load); everything else is handled normally. Returns whether `text` was consumed.
+    fn echo(&mut self, text: &str) -> bool {
+        const APPEND: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
+        let Some(rest) = text.strip_prefix(APPEND) else { return false };
+        let Some(audio) = rest.strip_suffix(r#""}"#) else { return false };
+        if audio.contains(['"', '\\']) {
+            return false;
+        }
+        if self.echo_response.is_none() {
+            let response_id = self.ids.base62("resp_", 20);
+            let item_id = self.ids.base62("item_", 20);
+            self.emit(json!({"type": "response.created", "response": {
+                "id": response_id, "object": "realtime.response", "status": "in_progress", "output": []}}));
+            self.echo_response = Some((response_id, item_id));
+        }
+        let Some((response_id, item_id)) = &self.echo_response else { return false };
+        self.deltas_sent += 1;
+        let mut out = String::with_capacity(audio.len() + 200);
+        out.push_str(r#"{"type":"response.output_audio.delta","event_id":"event_echo"#);
+        out.push_str(&self.deltas_sent.to_string());
+        out.push_str(r#"","response_id":""#);
+        out.push_str(response_id);
+        out.push_str(r#"","item_id":""#);
+        out.push_str(item_id);
+        out.push_str(r#"","output_index":0,"content_index":0,"delta":""#);
+        out.push_str(audio);
+        out.push_str(r#""}"#);
+        self.out.push_back(Output::Text(out));
+        true
     }
 
     // ----- session -----
