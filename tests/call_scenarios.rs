@@ -278,21 +278,23 @@ fn truncate_never_exceeds_audio_received() {
     let mut h = Harness::new();
     h.start_live(AudioFormat::PCMU_8K);
     h.realtime(created("resp_1"));
-    // 50 ms of audio, padded to 3 frames; the provider confirms all of it.
-    let out = h.delta("resp_1", "item_a1", &agent_audio(50));
+    // 250 ms of audio (the last frame padded); marks follow every 100 ms and the item's end.
+    let out = h.delta("resp_1", "item_a1", &agent_audio(250));
     let mut all = out;
     all.extend(
         h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() }),
     );
     let names = marks(&all);
-    // Confirm only the first mark (40 ms played), then barge in before the rest plays.
+    assert_eq!(names.len(), 3, "{names:?}");
+    // The caller heard 200 ms, then talks over the last 50 ms.
     h.mark(&names[0]);
+    h.mark(&names[1]);
     let out = h.realtime(speech("item_u2"));
     let truncate = out.iter().find_map(|o| match o {
         Output::Realtime(ClientEvent::ItemTruncate { audio_end_ms, .. }) => Some(*audio_end_ms),
         _ => None,
     });
-    assert!(truncate.is_some_and(|ms| ms <= 50), "{truncate:?}");
+    assert_eq!(truncate, Some(200));
 }
 
 #[test]

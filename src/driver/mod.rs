@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
 use crate::config::UpstreamConfig;
 use crate::core::call::{Call, CallEvent, CallParams, EndReason, Output, ProviderOut};
-use crate::core::realtime::{self, RealtimeDecoder};
+use crate::core::realtime::{self, ClientEvent, RealtimeDecoder};
 use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
 use crate::metrics::{self as m, RefuseReason};
 
@@ -249,6 +249,12 @@ impl<'s> CallDriver<'s> {
                     if matches!(cmd, ProviderOut::Media { .. }) {
                         m::frames_out(self.dialect.name(), 1);
                     }
+                    match cmd {
+                        ProviderOut::Media { payload_b64: s } | ProviderOut::Mark { name: s } => {
+                            self.call.recycle(s)
+                        }
+                        ProviderOut::Clear => {}
+                    }
                     let msg = Message::Text(self.text.as_str().into());
                     if timed(self.provider.feed(msg)).await.is_err() {
                         return Err(EndReason::CallerHangup);
@@ -259,6 +265,9 @@ impl<'s> CallDriver<'s> {
                     let Some(up) = self.upstream.as_mut() else { continue };
                     self.text.clear();
                     realtime::encode(&ev, &mut self.text);
+                    if let ClientEvent::InputAudioAppend { audio_b64 } = ev {
+                        self.call.recycle(audio_b64);
+                    }
                     let msg = tungstenite::Message::Text(self.text.as_str().into());
                     if timed(up.feed(msg)).await.is_err() {
                         m::upstream_error("write");

@@ -8,6 +8,7 @@
 //! Phases: `AwaitingStart → Connecting → Live → Draining → Ended(reason)`.
 
 mod playback;
+mod pool;
 mod transcript;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,6 +22,7 @@ use crate::core::realtime::{ApiError, ClientEvent, ModelAudioFormat, ServerEvent
 use crate::core::telephony::{Media, ProviderEvent, StreamStart, Track};
 
 pub use playback::{MarkOutcome, Playback, Send};
+pub use pool::StringPool;
 pub use transcript::{Role, Transcript, Turn};
 
 /// Per-call settings.
@@ -266,6 +268,7 @@ pub struct Call {
     out: VecDeque<Output>,
     transcript: Transcript,
     usage: Usage,
+    pool: StringPool,
 }
 
 const CANCELLED_KEPT: usize = 8;
@@ -281,7 +284,14 @@ impl Call {
             out: VecDeque::new(),
             transcript: Transcript::default(),
             usage: Usage::default(),
+            pool: StringPool::default(),
         }
+    }
+
+    /// Hands back a string from an output (a media payload, a mark name, an append's audio)
+    /// once it has been encoded, so the next frame reuses it instead of allocating.
+    pub fn recycle(&mut self, s: String) {
+        self.pool.put(s);
     }
 
     /// The provider's stream id, once started.
@@ -440,8 +450,8 @@ impl Call {
         }
         let max_gap = u64::from(self.params.max_gap_fill_ms);
         let max_pending = u64::from(self.params.max_pending_ms);
-        let mut events: Vec<CallEvent> = Vec::new();
-        let (bridge, pending) = match &mut self.phase {
+        let Self { phase, out, pool, .. } = self;
+        let (bridge, mut pending) = match phase {
             Phase::Live { bridge } | Phase::Draining { bridge, .. } => (bridge, None),
             Phase::Connecting { bridge, pending, pending_ms, .. } => (bridge, Some((pending, pending_ms))),
             Phase::AwaitingStart { .. } => {
@@ -452,52 +462,55 @@ impl Call {
         };
         let fmt = bridge.provider_format;
         let dur = fmt.duration_ms(m.audio.len());
-        let mut appends: Vec<(String, u64)> = Vec::with_capacity(2);
+        let mut deliver = |audio_b64: String, ms: u64, out: &mut VecDeque<Output>| match &mut pending {
+            None => out.push_back(Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 })),
+            Some((pending, pending_ms)) => {
+                pending.push_back(audio_b64);
+                **pending_ms += ms.max(1);
+            }
+        };
+        let mut gap_filled = None;
         if let Some(expected) = bridge.next_ts {
             if m.timestamp_ms + dur <= expected {
-                events.push(CallEvent::Dropped { reason: DropReason::LateMedia, count: 1 });
-                for e in events {
-                    self.event(e);
-                }
+                out.push_back(Output::Event(CallEvent::Dropped { reason: DropReason::LateMedia, count: 1 }));
                 return;
             }
             if m.timestamp_ms > expected {
                 let gap = (m.timestamp_ms - expected).min(max_gap);
                 let silence = vec![fmt.silence_byte(); fmt.bytes_for_ms(gap as u32)];
-                appends.push((bridge.model_b64(&silence), gap));
-                events.push(CallEvent::GapFilled { ms: gap });
+                deliver(bridge.model_b64(&silence, pool), gap, out);
+                gap_filled = Some(gap);
             }
         }
         bridge.next_ts = Some(bridge.next_ts.unwrap_or(0).max(m.timestamp_ms + dur));
-        let b64 = match bridge.transcoder {
-            None => m.payload_b64.into_owned(),
-            Some(_) => bridge.model_b64(m.audio),
-        };
-        appends.push((b64, dur));
-        match pending {
+        let audio_b64 = match bridge.transcoder {
+            // Passthrough: the provider's base64 goes to the model untouched.
             None => {
-                for (audio_b64, _) in appends {
-                    self.out.push_back(Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }));
-                }
+                let mut s = pool.take();
+                s.push_str(&m.payload_b64);
+                s
             }
-            Some((pending, pending_ms)) => {
-                for (audio_b64, ms) in appends {
-                    pending.push_back(audio_b64);
-                    *pending_ms += ms.max(1);
-                }
-                let mut dropped = 0;
-                while *pending_ms > max_pending && pending.len() > 1 {
-                    pending.pop_front();
-                    *pending_ms = pending_ms.saturating_sub(u64::from(crate::core::audio::FRAME_MS));
-                    dropped += 1;
-                }
-                if dropped > 0 {
-                    events.push(CallEvent::Dropped { reason: DropReason::PendingOverflow, count: dropped });
-                }
-            }
+            Some(_) => bridge.model_b64(m.audio, pool),
+        };
+        deliver(audio_b64, dur, out);
+        if let Some(ms) = gap_filled {
+            out.push_back(Output::Event(CallEvent::GapFilled { ms }));
         }
-        for e in events {
-            self.event(e);
+        if let Some((pending, pending_ms)) = pending {
+            let mut dropped = 0;
+            while *pending_ms > max_pending && pending.len() > 1 {
+                if let Some(s) = pending.pop_front() {
+                    pool.put(s);
+                }
+                *pending_ms = pending_ms.saturating_sub(u64::from(crate::core::audio::FRAME_MS));
+                dropped += 1;
+            }
+            if dropped > 0 {
+                out.push_back(Output::Event(CallEvent::Dropped {
+                    reason: DropReason::PendingOverflow,
+                    count: dropped,
+                }));
+            }
         }
     }
 
@@ -618,7 +631,7 @@ impl Call {
                     }
                     b.playback.pad_tail();
                 }
-                self.pump(now);
+                self.pump_and_mark(now);
                 self.event(CallEvent::ResponseDone {
                     response_id: response_id.into_owned(),
                     status: status.as_str(),
@@ -728,10 +741,22 @@ impl Call {
     /// Sends what pacing allows (only while live) and records first-audio latency and agent
     /// turn starts.
     fn pump(&mut self, now: Instant) {
+        self.pump_inner(now, false);
+    }
+
+    /// Like [`Call::pump`], then marks whatever went out since the last mark.
+    fn pump_and_mark(&mut self, now: Instant) {
+        self.pump_inner(now, true);
+    }
+
+    fn pump_inner(&mut self, now: Instant, mark_after: bool) {
         let at = self.ms_since_start(now);
         let Phase::Live { bridge: b } = &mut self.phase else { return };
         let mut sends = std::mem::take(&mut b.sends);
-        b.playback.pump(&mut sends);
+        b.playback.pump(&mut sends, &mut self.pool);
+        if mark_after {
+            b.playback.mark_now(&mut sends, &mut self.pool);
+        }
         let mut first_audio = None;
         for s in sends.drain(..) {
             match s {
@@ -821,17 +846,20 @@ impl Call {
 }
 
 impl Bridge {
-    /// Converts provider-format audio to the model's format and base64-encodes it.
-    fn model_b64(&mut self, provider_audio: &[u8]) -> String {
+    /// Converts provider-format audio to the model's format and base64-encodes it into a
+    /// string from `pool`.
+    fn model_b64(&mut self, provider_audio: &[u8], pool: &mut StringPool) -> String {
         let engine = &base64::engine::general_purpose::STANDARD;
+        let mut out = pool.take();
         match self.transcoder.as_mut() {
-            None => engine.encode(provider_audio),
+            None => engine.encode_string(provider_audio, &mut out),
             Some(t) => {
                 self.scratch.clear();
                 t.to_model(provider_audio, &mut self.scratch);
-                engine.encode(&self.scratch)
+                engine.encode_string(&self.scratch, &mut out);
             }
         }
+        out
     }
 }
 

@@ -9,6 +9,9 @@
 //! it are recognised as stale instead of as played.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use super::pool::StringPool;
 
 use crate::core::audio::AudioFormat;
 use crate::core::audio::frames::FrameRing;
@@ -215,8 +218,8 @@ impl Playback {
     }
 
     /// Sends frames while the lead stays under the cap, with marks as described in the module
-    /// docs, appending to `out`.
-    pub fn pump(&mut self, out: &mut Vec<Send>) {
+    /// docs, appending to `out`; payloads and mark names are written into strings from `pool`.
+    pub fn pump(&mut self, out: &mut Vec<Send>, pool: &mut StringPool) {
         use base64::Engine as _;
         let fb = self.ring.frame_bytes();
         while self.lead_ms() + self.frame_ms <= self.max_lead_ms && self.ring.len_bytes() >= fb {
@@ -239,16 +242,27 @@ impl Playback {
             it.sent_ms += self.format.duration_ms(real);
             self.sent_total_ms += self.frame_ms;
             self.since_mark_ms += self.frame_ms;
-            let payload_b64 = base64::engine::general_purpose::STANDARD.encode(&self.frame);
+            let mut payload_b64 = pool.take();
+            base64::engine::general_purpose::STANDARD.encode_string(&self.frame, &mut payload_b64);
             out.push(Send::Frame { item, first_of_item, payload_b64 });
             if item_last || self.since_mark_ms >= self.mark_interval_ms {
-                out.push(self.mark(item, item_last));
+                out.push(self.mark(item, item_last, pool));
             }
         }
-        // Pausing: make everything that went out confirmable.
+        // Blocked by the cap with nothing left to confirm: mark what went out so it can be.
+        let blocked = self.ring.len_bytes() >= fb;
+        if blocked && self.marks.is_empty() && self.since_mark_ms > 0 {
+            if let Some(item) = self.last_sent_item() {
+                out.push(self.mark(item, false, pool));
+            }
+        }
+    }
+
+    /// Marks whatever went out since the last mark (end of a response: make it confirmable).
+    pub fn mark_now(&mut self, out: &mut Vec<Send>, pool: &mut StringPool) {
         if self.since_mark_ms > 0 {
             if let Some(item) = self.last_sent_item() {
-                out.push(self.mark(item, false));
+                out.push(self.mark(item, false, pool));
             }
         }
     }
@@ -257,7 +271,7 @@ impl Playback {
         self.items.iter().rposition(|it| it.started)
     }
 
-    fn mark(&mut self, item: usize, item_last: bool) -> Send {
+    fn mark(&mut self, item: usize, item_last: bool, pool: &mut StringPool) -> Send {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.since_mark_ms = 0;
@@ -269,7 +283,9 @@ impl Playback {
             total_sent_ms: self.sent_total_ms,
             item_last,
         });
-        Send::Mark { name: format!("{}:{}", self.generation, seq) }
+        let mut name = pool.take();
+        let _ = write!(name, "{}:{}", self.generation, seq);
+        Send::Mark { name }
     }
 
     /// A mark came back from the provider.
