@@ -1205,6 +1205,7 @@ mod tests {
             speed: 0.0,
             capture_path: None,
             fault,
+            echo: false,
         })
     }
 
@@ -1243,6 +1244,36 @@ mod tests {
         let ev = json!({"type": "input_audio_buffer.append", "audio": BASE64.encode(ulaw)});
         s.handle_client_text(&ev.to_string(), now);
         drain(s)
+    }
+
+    #[test]
+    fn echo_mode_returns_appended_audio_as_deltas() {
+        let mut cfg = (*cfg(None)).clone();
+        cfg.echo = true;
+        let mut s = Session::new(Arc::new(cfg), None);
+        drain(&mut s);
+        let audio = BASE64.encode([0x55u8; 160]);
+        // Exactly the bytes the bridge's encoder writes.
+        let text = format!(r#"{{"type":"input_audio_buffer.append","audio":"{audio}"}}"#);
+        s.handle_client_text(&text, Instant::now());
+        s.handle_client_text(&text, Instant::now());
+        let out = drain(&mut s);
+        let mut deltas = Vec::new();
+        let mut created = 0;
+        for o in &out {
+            let v: Value = match o {
+                Output::Text(t) => serde_json::from_str(t).unwrap(),
+                Output::Event(v) => v.clone(),
+                _ => continue,
+            };
+            match v["type"].as_str() {
+                Some("response.created") => created += 1,
+                Some("response.output_audio.delta") => deltas.push(v["delta"].as_str().unwrap().to_owned()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(created, 1);
+        assert_eq!(deltas, vec![audio.clone(), audio]);
     }
 
     #[test]
