@@ -103,12 +103,14 @@ pub fn call_refused(reason: RefuseReason) {
     counter!(CALLS_REFUSED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
 
-pub fn frames_in(provider: &'static str, n: u64) {
-    counter!(FRAMES_IN_TOTAL, "provider" => provider).increment(n);
+/// The caller-frames counter for one provider (resolve once per call, then increment).
+pub fn frames_in_counter(provider: &'static str) -> metrics::Counter {
+    counter!(FRAMES_IN_TOTAL, "provider" => provider)
 }
 
-pub fn frames_out(provider: &'static str, n: u64) {
-    counter!(FRAMES_OUT_TOTAL, "provider" => provider).increment(n);
+/// The agent-frames counter for one provider (resolve once per call, then increment).
+pub fn frames_out_counter(provider: &'static str) -> metrics::Counter {
+    counter!(FRAMES_OUT_TOTAL, "provider" => provider)
 }
 
 pub fn barge_in(reaction: Duration) {

@@ -144,6 +144,11 @@ struct CallDriver<'s> {
     text: String,
     /// Close code and reason for the provider socket, decided by how the call ended.
     close: Option<(u16, &'static str)>,
+    /// A barge-in happened while handling the current input.
+    barged_in: bool,
+    /// Counter handles resolved once per call, so counting a frame is one atomic add.
+    frames_in: metrics::Counter,
+    frames_out: metrics::Counter,
 }
 
 impl<'s> CallDriver<'s> {
@@ -177,6 +182,9 @@ impl<'s> CallDriver<'s> {
             },
             text: String::with_capacity(1024),
             close: None,
+            barged_in: false,
+            frames_in: m::frames_in_counter(dialect.name()),
+            frames_out: m::frames_out_counter(dialect.name()),
         }
     }
 
@@ -189,14 +197,14 @@ impl<'s> CallDriver<'s> {
         let stop_calls = self.shared.stop_calls.clone();
         let end = loop {
             let received_at = Instant::now();
-            let barge_ins_before = self.record.timeline.iter().filter(|e| e.kind == "barge_in").count();
+            self.barged_in = false;
             match self.flush().await {
                 Ok(Some(reason)) => break reason,
                 Ok(None) => {}
                 Err(reason) => break reason,
             }
-            let barge_ins = self.record.timeline.iter().filter(|e| e.kind == "barge_in").count();
-            if barge_ins > barge_ins_before {
+            if self.barged_in {
+                // From reading the speech_started event to the clear being written.
                 m::barge_in(received_at.elapsed());
             }
             let deadline = self.call.poll_timeout();
@@ -247,7 +255,7 @@ impl<'s> CallDriver<'s> {
                     };
                     self.codec.encode(&pc, &mut self.text);
                     if matches!(cmd, ProviderOut::Media { .. }) {
-                        m::frames_out(self.dialect.name(), 1);
+                        self.frames_out.increment(1);
                     }
                     match cmd {
                         ProviderOut::Media { payload_b64: s } | ProviderOut::Mark { name: s } => {
@@ -315,6 +323,7 @@ impl<'s> CallDriver<'s> {
             CallEvent::SpeechStarted { .. } | CallEvent::SpeechStopped { .. } => debug!(?e, "speech"),
             CallEvent::FirstAudio { latency } => m::first_audio(*latency),
             CallEvent::BargeIn { truncated, cleared, .. } => {
+                self.barged_in = true;
                 info!(cleared, truncated = truncated.len(), "barge-in")
             }
             CallEvent::Turn(t) => debug!(role = ?t.role, chars = t.text.len(), "turn"),
@@ -355,7 +364,7 @@ impl<'s> CallDriver<'s> {
                 Ok(ev) => {
                     if matches!(ev, ProviderEvent::Media(_)) {
                         self.record.frames_in += 1;
-                        m::frames_in(provider, 1);
+                        self.frames_in.increment(1);
                     }
                     self.call.handle_provider(now, ev);
                 }

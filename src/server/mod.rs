@@ -36,6 +36,9 @@ use crate::metrics as m;
 /// Bytes buffered for writing to a provider socket before a send waits (one call's outbound
 /// burst is a few frames of about 300 bytes each).
 const PROVIDER_WRITE_BUFFER: usize = 8 * 1024;
+/// Read chunk for a provider socket: a 20 ms media message is about 400 bytes (L16 24 kHz:
+/// about 1.4 KiB); larger messages still fit, the buffer grows up to the message limit.
+const PROVIDER_READ_BUFFER: usize = 4 * 1024;
 /// How long shutdown waits for call tasks after telling them to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -77,8 +80,10 @@ async fn media(
     let tracker = st.shared.tracker.clone();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .write_buffer_size(0)
-        .max_write_buffer_size(PROVIDER_WRITE_BUFFER.max(max * 2))
+        .read_buffer_size(PROVIDER_READ_BUFFER)
+        // Frames are fed and flushed once per input, so one write carries several messages.
+        .write_buffer_size(PROVIDER_WRITE_BUFFER)
+        .max_write_buffer_size(PROVIDER_WRITE_BUFFER + max * 2)
         .on_failed_upgrade(|e| debug!(error = %e, "media upgrade failed"))
         .on_upgrade(move |socket| tracker.track_future(driver::run_call(socket, dialect, slot)))
 }
