@@ -4,5 +4,6 @@
 
 pub mod audio;
 pub mod call;
+pub mod json;
 pub mod realtime;
 pub mod telephony;

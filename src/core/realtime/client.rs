@@ -236,7 +236,7 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
         ClientEvent::InputAudioClear => out.push_str(r#"{"type":"input_audio_buffer.clear"}"#),
         ClientEvent::ItemTruncate { item_id, content_index, audio_end_ms } => {
             out.push_str(r#"{"type":"conversation.item.truncate","item_id":"#);
-            push_string(out, item_id);
+            crate::core::json::push_str(out, item_id);
             out.push_str(r#","content_index":"#);
             push_number(out, u64::from(*content_index));
             out.push_str(r#","audio_end_ms":"#);
@@ -248,7 +248,7 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
             out.push_str(r#"{"type":"response.cancel""#);
             if let Some(id) = response_id {
                 out.push_str(r#","response_id":"#);
-                push_string(out, id);
+                crate::core::json::push_str(out, id);
             }
             out.push('}');
         }
@@ -258,16 +258,16 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
             out.push_str(
                 r#"{"type":"conversation.item.create","item":{"type":"function_call_output","call_id":"#,
             );
-            push_string(out, call_id);
+            crate::core::json::push_str(out, call_id);
             out.push_str(r#","output":"#);
-            push_string(out, output);
+            crate::core::json::push_str(out, output);
             out.push_str("}}");
         }
         ClientEvent::UserText { text } => {
             out.push_str(
                 r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"#,
             );
-            push_string(out, text);
+            crate::core::json::push_str(out, text);
             out.push_str("}]}}");
         }
     }
@@ -277,7 +277,7 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
 /// elsewhere (e.g. a Twilio `media.payload`), without building a [`ClientEvent`].
 pub fn encode_input_audio_append(audio_b64: &str, out: &mut String) {
     out.push_str(r#"{"type":"input_audio_buffer.append","audio":"#);
-    push_string(out, audio_b64);
+    crate::core::json::push_str(out, audio_b64);
     out.push('}');
 }
 
@@ -286,10 +286,10 @@ fn encode_session_update(config: &SessionConfig, out: &mut String) {
     out.push_str(r#"{"type":"session.update","session":{"type":"realtime""#);
     if let Some(model) = &config.model {
         out.push_str(r#","model":"#);
-        push_string(out, model);
+        crate::core::json::push_str(out, model);
     }
     out.push_str(r#","output_modalities":["audio"],"instructions":"#);
-    push_string(out, &config.instructions);
+    crate::core::json::push_str(out, &config.instructions);
 
     out.push_str(r#","audio":{"input":{"format":"#);
     config.input_format.write(out);
@@ -303,14 +303,14 @@ fn encode_session_update(config: &SessionConfig, out: &mut String) {
     match &config.transcription {
         Some(transcription) => {
             out.push_str(r#"{"model":"#);
-            push_string(out, &transcription.model);
+            crate::core::json::push_str(out, &transcription.model);
             if let Some(language) = &transcription.language {
                 out.push_str(r#","language":"#);
-                push_string(out, language);
+                crate::core::json::push_str(out, language);
             }
             if let Some(prompt) = &transcription.prompt {
                 out.push_str(r#","prompt":"#);
-                push_string(out, prompt);
+                crate::core::json::push_str(out, prompt);
             }
             out.push('}');
         }
@@ -322,7 +322,7 @@ fn encode_session_update(config: &SessionConfig, out: &mut String) {
     out.push_str(r#"},"output":{"format":"#);
     config.output_format.write(out);
     out.push_str(r#","voice":"#);
-    push_string(out, &config.voice);
+    crate::core::json::push_str(out, &config.voice);
     if let Some(speed) = config.speed {
         push_float_field(out, "speed", speed);
     }
@@ -335,9 +335,9 @@ fn encode_session_update(config: &SessionConfig, out: &mut String) {
                 out.push(',');
             }
             out.push_str(r#"{"type":"function","name":"#);
-            push_string(out, &tool.name);
+            crate::core::json::push_str(out, &tool.name);
             out.push_str(r#","description":"#);
-            push_string(out, &tool.description);
+            crate::core::json::push_str(out, &tool.description);
             out.push_str(r#","parameters":"#);
             // `Value`'s Display writes compact JSON; writing to a String cannot fail.
             let _ = write!(out, "{}", tool.parameters);
@@ -373,7 +373,7 @@ fn write_turn_detection(turn_detection: &TurnDetection, out: &mut String) {
         }
         TurnDetection::SemanticVad { eagerness, create_response, interrupt_response } => {
             out.push_str(r#"{"type":"semantic_vad","eagerness":"#);
-            push_string(out, eagerness);
+            crate::core::json::push_str(out, eagerness);
             push_bool_fields(out, *create_response, *interrupt_response);
             out.push('}');
         }
@@ -410,37 +410,6 @@ fn push_float_field(out: &mut String, key: &str, value: f32) {
 fn push_number(out: &mut String, value: u64) {
     // Writing to a String cannot fail.
     let _ = write!(out, "{value}");
-}
-
-/// Appends `s` as a JSON string literal (RFC 8259 §7): `"` and `\` escaped, control characters
-/// as short escapes or `\u00XX`; everything else, non-ASCII included, copied as UTF-8.
-fn push_string(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, byte) in s.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        // `i` is at an ASCII byte, which is never inside a multi-byte UTF-8 sequence, so both
-        // slice ends are char boundaries.
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{byte:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
 }
 
 #[cfg(test)]

@@ -267,23 +267,23 @@ impl ProviderCodec {
             ProviderCommand::Media { stream_sid, payload_b64 } => {
                 out.reserve(56 + stream_sid.len() + payload_b64.len());
                 out.push_str(r#"{"event":"media","streamSid":"#);
-                wire::push_json_str(out, stream_sid);
+                crate::core::json::push_str(out, stream_sid);
                 out.push_str(r#","media":{"payload":"#);
-                wire::push_json_str(out, payload_b64);
+                crate::core::json::push_str(out, payload_b64);
                 out.push_str("}}");
             }
             ProviderCommand::Mark { stream_sid, name } => {
                 out.reserve(50 + stream_sid.len() + name.len());
                 out.push_str(r#"{"event":"mark","streamSid":"#);
-                wire::push_json_str(out, stream_sid);
+                crate::core::json::push_str(out, stream_sid);
                 out.push_str(r#","mark":{"name":"#);
-                wire::push_json_str(out, name);
+                crate::core::json::push_str(out, name);
                 out.push_str("}}");
             }
             ProviderCommand::Clear { stream_sid } => {
                 out.reserve(32 + stream_sid.len());
                 out.push_str(r#"{"event":"clear","streamSid":"#);
-                wire::push_json_str(out, stream_sid);
+                crate::core::json::push_str(out, stream_sid);
                 out.push('}');
             }
         }

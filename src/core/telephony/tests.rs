@@ -742,7 +742,7 @@ proptest! {
     #[test]
     fn escaping_matches_serde_json_and_round_trips(name in any::<String>(), sid in "[ -~]{0,40}") {
         let mut out = String::new();
-        wire::push_json_str(&mut out, &name);
+        crate::core::json::push_str(&mut out, &name);
         prop_assert_eq!(&out, &serde_json::to_string(&name).unwrap());
 
         let message = encoded(&ProviderCommand::Mark { stream_sid: &sid, name: &name });

@@ -239,7 +239,10 @@ fn model_audio_formats_map_both_ways() {
 #[test]
 fn strings_are_escaped() {
     let mut out = String::new();
-    push_string(&mut out, "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{1f}j é 😀 \u{2028} </script>");
+    crate::core::json::push_str(
+        &mut out,
+        "a\"b\\c\nd\re\tf\u{8}g\u{c}h\u{1}i\u{1f}j é 😀 \u{2028} </script>",
+    );
     assert_eq!(out, r#""a\"b\\c\nd\re\tf\bg\fh\u0001i\u001fj é 😀 "#.to_owned() + "\u{2028} </script>\"");
 }
 
