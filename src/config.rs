@@ -9,6 +9,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::core::call::CallParams;
+pub use crate::core::call::{
+    DEFAULT_MARK_INTERVAL_MS, DEFAULT_MAX_LEAD_MS, DEFAULT_START_TIMEOUT, DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+};
 use crate::core::realtime::{NoiseReduction, SessionConfig, Transcription, TurnDetection};
 
 pub const ENV_HOST: &str = "HOST";
@@ -51,12 +54,8 @@ pub const DEFAULT_VAD_PREFIX_PADDING_MS: u32 = 300;
 pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
 pub const DEFAULT_MAX_CALLS: usize = 1000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
-pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MAX_LEAD_MS: u32 = 300;
-pub const DEFAULT_MARK_INTERVAL_MS: u32 = 100;
 
 /// A bad or missing configuration value; the message names the variable.
 #[derive(Debug, thiserror::Error)]

@@ -70,9 +70,6 @@ fn describe() {
     );
 }
 
-/// Why a call ended (label `reason` of [`CALLS_TOTAL`]).
-pub use crate::core::call::EndReason;
-
 /// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefuseReason {

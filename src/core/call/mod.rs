@@ -25,6 +25,15 @@ pub use playback::{MarkOutcome, Playback, Send};
 pub use pool::StringPool;
 pub use transcript::{Role, Transcript, Turn};
 
+/// Default for [`CallParams::max_lead_ms`].
+pub const DEFAULT_MAX_LEAD_MS: u32 = 300;
+/// Default for [`CallParams::mark_interval_ms`].
+pub const DEFAULT_MARK_INTERVAL_MS: u32 = 100;
+/// Default for [`CallParams::start_timeout`].
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`CallParams::upstream_connect_timeout`].
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Per-call settings.
 #[derive(Debug, Clone)]
 pub struct CallParams {
@@ -57,13 +66,13 @@ impl CallParams {
         Self {
             session,
             force_transcode: false,
-            max_lead_ms: 300,
-            mark_interval_ms: 100,
+            max_lead_ms: DEFAULT_MAX_LEAD_MS,
+            mark_interval_ms: DEFAULT_MARK_INTERVAL_MS,
             max_buffered_ms: 180_000,
             max_gap_fill_ms: 1_000,
             max_pending_ms: 5_000,
-            start_timeout: Duration::from_secs(10),
-            upstream_connect_timeout: Duration::from_secs(10),
+            start_timeout: DEFAULT_START_TIMEOUT,
+            upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             transcript_linger: Duration::from_millis(1_500),
         }
     }
