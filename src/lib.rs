@@ -10,7 +10,8 @@
 //!
 //! | module | concern |
 //! |---|---|
-//! | `main.rs` | CLI (`serve`, `demo`, `sim-realtime`): parse, load [`config`], init [`telemetry`], run |
+//! | `main.rs` | CLI (`serve`, `demo`, `sim-realtime`, `bench`): parse, load [`config`], init [`telemetry`], run |
+//! | [`bench`] | `callbridge bench`: load harness, thousands of simulated provider calls on loopback; latency, loss, server CPU/RSS |
 //! | [`demo`] | `callbridge demo`: server + simulator + simulated caller in one process, timeline, WAV |
 //! | [`sim`] | Realtime simulator (GA protocol over a real WebSocket) and simulated provider caller |
 //! | [`server`] | axum router: `/media/{provider}` upgrades, `/health`, `/healthz`, `/readyz`, `/metrics` |
@@ -25,6 +26,7 @@
 //! | [`core::audio`] | G.711 tables, L16, streaming resampler (rubato), 20 ms frame ring, transcoder |
 //! | [`core::call`] | the call state machine: phases, playback ledger, barge-in, transcript |
 
+pub mod bench;
 pub mod clients;
 pub mod config;
 pub mod core;

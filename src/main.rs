@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use callbridge::config::Config;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
 use callbridge::driver::Shared;
-use callbridge::{metrics, server, sim, telemetry};
+use callbridge::{bench, metrics, server, sim, telemetry};
 
 #[derive(Parser)]
 #[command(name = "callbridge", version, about = "Bridges phone calls to the OpenAI Realtime API")]
@@ -50,6 +50,9 @@ enum Command {
         #[arg(long)]
         echo: bool,
     },
+    /// Load-test a media-stream endpoint on this machine with many simulated provider calls
+    /// (runs on its own runtime with --threads workers).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,6 +67,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // ring, not aws-lc: no C build, and one provider for every TLS client in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        // The harness builds its own runtime, sized by --threads.
+        Command::Bench(args) => return exit_code(bench::main(args)),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,7 +80,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => serve().await,
             Command::Demo { live, provider, transcode, wav } => {
                 let provider = match provider {
@@ -89,8 +97,13 @@ fn main() -> ExitCode {
                 demo::run_and_print(opts).await
             }
             Command::SimRealtime { listen, echo } => sim_realtime(listen, echo).await,
+            Command::Bench(_) => Err(anyhow::anyhow!("bench runs on its own runtime")),
         }
     });
+    exit_code(result)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

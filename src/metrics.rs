@@ -90,7 +90,7 @@ pub fn call_started() {
     gauge!(ACTIVE_CALLS).increment(1.0);
 }
 
-/// `reason` is an [`EndReason::as_str`] label.
+/// `reason` is a [`crate::core::call::EndReason::as_str`] label.
 pub fn call_ended_label(reason: &'static str) {
     gauge!(ACTIVE_CALLS).decrement(1.0);
     counter!(CALLS_TOTAL, "reason" => reason).increment(1);
