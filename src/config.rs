@@ -14,56 +14,112 @@ pub use crate::core::call::{
 };
 use crate::core::realtime::{NoiseReduction, SessionConfig, Transcription, TurnDetection};
 
+/// Address to listen on; default `0.0.0.0`.
 pub const ENV_HOST: &str = "HOST";
+/// Port to listen on (`0` picks a free one); default `8080`.
 pub const ENV_PORT: &str = "PORT";
+/// Realtime API key; required, never logged.
 pub const ENV_OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+/// Realtime WebSocket URL (`ws://` or `wss://`; the model is added as `?model=`);
+/// default `wss://api.openai.com/v1/realtime`.
 pub const ENV_OPENAI_REALTIME_URL: &str = "OPENAI_REALTIME_URL";
+/// Realtime model (on Azure: the deployment name); default `gpt-realtime`.
 pub const ENV_OPENAI_REALTIME_MODEL: &str = "OPENAI_REALTIME_MODEL";
+/// How the key is sent: `bearer` (`Authorization: Bearer`) or `api-key` (Azure's `api-key`
+/// header); default `bearer`, or `api-key` for `*.azure.com` URLs.
 pub const ENV_OPENAI_AUTH: &str = "OPENAI_AUTH";
+/// The session's instructions; default [`DEFAULT_AGENT_INSTRUCTIONS`].
 pub const ENV_AGENT_INSTRUCTIONS: &str = "AGENT_INSTRUCTIONS";
+/// Model voice; default `marin`.
 pub const ENV_AGENT_VOICE: &str = "AGENT_VOICE";
+/// `passthrough` (G.711 straight through; L16 streams are still transcoded) or `transcode`
+/// (always PCM 24 kHz); default `passthrough`.
 pub const ENV_AUDIO_MODE: &str = "AUDIO_MODE";
+/// `server_vad`, `semantic_vad` or `none`; default `server_vad`.
 pub const ENV_TURN_DETECTION: &str = "TURN_DETECTION";
+/// Server VAD threshold, 0–1; default `0.5`. Read only with `server_vad`.
 pub const ENV_VAD_THRESHOLD: &str = "VAD_THRESHOLD";
+/// Silence that ends a caller turn (ms); default `500`. Read only with `server_vad`.
 pub const ENV_VAD_SILENCE_MS: &str = "VAD_SILENCE_MS";
+/// Audio kept before detected speech (ms); default `300`. Read only with `server_vad`.
 pub const ENV_VAD_PREFIX_PADDING_MS: &str = "VAD_PREFIX_PADDING_MS";
+/// Whether caller speech cancels the model's response (`true`/`false`); default `true`.
 pub const ENV_INTERRUPT_RESPONSE: &str = "INTERRUPT_RESPONSE";
+/// Caller transcription model, `off` disables it; default `gpt-4o-mini-transcribe`.
 pub const ENV_TRANSCRIPTION_MODEL: &str = "TRANSCRIPTION_MODEL";
+/// ISO-639-1 language hint for caller transcription; unset by default.
 pub const ENV_TRANSCRIPTION_LANGUAGE: &str = "TRANSCRIPTION_LANGUAGE";
+/// Input noise reduction: `near_field`, `far_field` or `off`; default `near_field`.
 pub const ENV_NOISE_REDUCTION: &str = "NOISE_REDUCTION";
+/// Concurrent calls (at least 1); further streams get HTTP 503; default `1000`.
 pub const ENV_MAX_CALLS: &str = "MAX_CALLS";
+/// Largest provider WebSocket message (bytes); larger ones close the stream (1009);
+/// default `65536`.
 pub const ENV_MAX_MESSAGE_BYTES: &str = "MAX_MESSAGE_BYTES";
+/// A stream without a valid `start` by then is closed (1008); default `10s`.
 pub const ENV_START_TIMEOUT: &str = "START_TIMEOUT";
+/// Limit on Realtime connect + handshake; default `10s`.
 pub const ENV_UPSTREAM_CONNECT_TIMEOUT: &str = "UPSTREAM_CONNECT_TIMEOUT";
+/// Slow or stalled HTTP requests and upgrades are cut after this; default `10s`.
 pub const ENV_UPGRADE_TIMEOUT: &str = "UPGRADE_TIMEOUT";
+/// On SIGTERM/SIGINT, how long active calls may continue; default `30s`.
 pub const ENV_DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
+/// Most unplayed agent audio queued at the provider (ms, at least 20); default `300`.
 pub const ENV_MAX_LEAD_MS: &str = "MAX_LEAD_MS";
+/// Agent audio between playback marks (ms, at least 20); default `100`.
 pub const ENV_MARK_INTERVAL_MS: &str = "MARK_INTERVAL_MS";
+/// Log output, `json` or `pretty`; default `json`. The level comes from `RUST_LOG`.
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
+/// Default of [`ENV_HOST`]: every IPv4 interface.
 pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// Default of [`ENV_PORT`].
 pub const DEFAULT_PORT: u16 = 8080;
+/// Default of [`ENV_OPENAI_REALTIME_URL`]: OpenAI's Realtime endpoint.
 pub const DEFAULT_OPENAI_REALTIME_URL: &str = "wss://api.openai.com/v1/realtime";
+/// Default of [`ENV_OPENAI_REALTIME_MODEL`].
 pub const DEFAULT_OPENAI_REALTIME_MODEL: &str = "gpt-realtime";
+/// Default of [`ENV_AGENT_INSTRUCTIONS`]: a short phone-agent prompt.
 pub const DEFAULT_AGENT_INSTRUCTIONS: &str = "You are a friendly, concise phone agent. Speak naturally, keep answers short, \
      and let the caller interrupt you.";
+/// Default of [`ENV_AGENT_VOICE`].
 pub const DEFAULT_AGENT_VOICE: &str = "marin";
+/// Default of [`ENV_VAD_THRESHOLD`] (0–1).
 pub const DEFAULT_VAD_THRESHOLD: f32 = 0.5;
+/// Default of [`ENV_VAD_SILENCE_MS`] (ms).
 pub const DEFAULT_VAD_SILENCE_MS: u32 = 500;
+/// Default of [`ENV_VAD_PREFIX_PADDING_MS`] (ms).
 pub const DEFAULT_VAD_PREFIX_PADDING_MS: u32 = 300;
+/// Default of [`ENV_TRANSCRIPTION_MODEL`].
 pub const DEFAULT_TRANSCRIPTION_MODEL: &str = "gpt-4o-mini-transcribe";
+/// Default of [`ENV_MAX_CALLS`].
 pub const DEFAULT_MAX_CALLS: usize = 1000;
+/// Default of [`ENV_MAX_MESSAGE_BYTES`] (bytes).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default of [`ENV_UPGRADE_TIMEOUT`].
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`ENV_DRAIN_TIMEOUT`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A bad or missing configuration value; the message names the variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A required variable is unset or empty.
     #[error("{var} is required but not set")]
-    Missing { var: &'static str },
+    Missing {
+        /// The variable's name.
+        var: &'static str,
+    },
+    /// A variable's value does not parse or is out of range.
     #[error("{var}={value:?} is invalid: {reason}")]
-    Invalid { var: &'static str, value: String, reason: String },
+    Invalid {
+        /// The variable's name.
+        var: &'static str,
+        /// The value as set.
+        value: String,
+        /// What was expected, or the parser's message.
+        reason: String,
+    },
 }
 
 /// Where configuration values come from: the process environment or, in tests, a map.
@@ -127,8 +183,11 @@ impl std::fmt::Debug for UpstreamConfig {
 /// The whole server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Address to listen on (`HOST`).
     pub host: IpAddr,
+    /// Port to listen on, `0` for a free one (`PORT`).
     pub port: u16,
+    /// Where and how to reach the Realtime API (`OPENAI_*`, `UPSTREAM_CONNECT_TIMEOUT`).
     pub upstream: UpstreamConfig,
     /// Per-call behaviour of the bridge.
     pub call: CallParams,

@@ -39,6 +39,7 @@ pub struct DemoOptions {
     /// Use the real OpenAI Realtime API (`OPENAI_API_KEY`, `OPENAI_REALTIME_URL`,
     /// `OPENAI_REALTIME_MODEL` from the environment) instead of the simulator.
     pub live: bool,
+    /// The provider, and so the stream format, the simulated caller uses.
     pub provider: DemoProvider,
     /// Transcode even when passthrough is possible.
     pub force_transcode: bool,
@@ -50,8 +51,11 @@ pub struct DemoOptions {
 
 /// Everything the demo call produced.
 pub struct DemoReport {
+    /// The server's record of the call.
     pub record: CallRecord,
+    /// What the simulated caller sent, heard and saw.
     pub caller: CallerReport,
+    /// What the Realtime simulator did and saw; empty with [`DemoOptions::live`].
     pub sim_log: Vec<SimLogEntry>,
     /// Readable timeline lines, in time order.
     pub timeline: Vec<String>,

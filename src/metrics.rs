@@ -8,17 +8,30 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Gauge: calls with an open media stream.
 pub const ACTIVE_CALLS: &str = "callbridge_active_calls";
+/// Counter: calls ended, labelled `reason` ([`crate::core::call::EndReason::as_str`]).
 pub const CALLS_TOTAL: &str = "callbridge_calls_total";
+/// Counter: media streams refused before a call began, labelled `reason` ([`RefuseReason`]).
 pub const CALLS_REFUSED_TOTAL: &str = "callbridge_calls_refused_total";
+/// Counter: caller media frames received from the provider, labelled `provider`.
 pub const FRAMES_IN_TOTAL: &str = "callbridge_frames_in_total";
+/// Counter: agent media frames sent to the provider, labelled `provider`.
 pub const FRAMES_OUT_TOTAL: &str = "callbridge_frames_out_total";
+/// Counter: caller barge-ins that interrupted agent audio.
 pub const BARGE_INS_TOTAL: &str = "callbridge_barge_ins_total";
+/// Counter: malformed or unexpected provider messages, labelled `provider` and `kind`.
 pub const PROVIDER_ERRORS_TOTAL: &str = "callbridge_provider_errors_total";
+/// Counter: errors from the Realtime API or its socket, labelled `kind`.
 pub const UPSTREAM_ERRORS_TOTAL: &str = "callbridge_upstream_errors_total";
+/// Counter: items dropped on purpose, labelled `reason`; `outbound_overflow` counts 20 ms
+/// frames of agent audio, every other reason counts messages.
 pub const DROPPED_TOTAL: &str = "callbridge_dropped_total";
+/// Counter: silence inserted for gaps in caller audio (ms).
 pub const GAP_FILL_MS_TOTAL: &str = "callbridge_gap_fill_ms_total";
+/// Histogram: from the caller's end of speech to the first agent frame sent (seconds).
 pub const FIRST_AUDIO_LATENCY_SECONDS: &str = "callbridge_first_audio_latency_seconds";
+/// Histogram: from reading `speech_started` to writing the `clear` to the provider (seconds).
 pub const BARGE_IN_REACTION_SECONDS: &str = "callbridge_barge_in_reaction_seconds";
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
@@ -73,11 +86,14 @@ fn describe() {
 /// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefuseReason {
+    /// The concurrent-call cap ([`crate::config::ENV_MAX_CALLS`]) is reached.
     MaxCalls,
+    /// The server is shutting down.
     Draining,
 }
 
 impl RefuseReason {
+    /// The label value: `max_calls` or `draining`.
     pub fn as_str(self) -> &'static str {
         match self {
             RefuseReason::MaxCalls => "max_calls",
@@ -86,6 +102,7 @@ impl RefuseReason {
     }
 }
 
+/// Counts a new call in [`ACTIVE_CALLS`]; [`call_ended_label`] takes it off.
 pub fn call_started() {
     gauge!(ACTIVE_CALLS).increment(1.0);
 }
@@ -96,6 +113,7 @@ pub fn call_ended_label(reason: &'static str) {
     counter!(CALLS_TOTAL, "reason" => reason).increment(1);
 }
 
+/// Counts a refused stream in [`CALLS_REFUSED_TOTAL`].
 pub fn call_refused(reason: RefuseReason) {
     counter!(CALLS_REFUSED_TOTAL, "reason" => reason.as_str()).increment(1);
 }
@@ -110,11 +128,13 @@ pub fn frames_out_counter(provider: &'static str) -> metrics::Counter {
     counter!(FRAMES_OUT_TOTAL, "provider" => provider)
 }
 
+/// Counts a barge-in and records its reaction time in [`BARGE_IN_REACTION_SECONDS`].
 pub fn barge_in(reaction: Duration) {
     counter!(BARGE_INS_TOTAL).increment(1);
     histogram!(BARGE_IN_REACTION_SECONDS).record(reaction.as_secs_f64());
 }
 
+/// Records a first-audio latency in [`FIRST_AUDIO_LATENCY_SECONDS`].
 pub fn first_audio(latency: Duration) {
     histogram!(FIRST_AUDIO_LATENCY_SECONDS).record(latency.as_secs_f64());
 }
@@ -134,6 +154,7 @@ pub fn dropped(reason: &'static str, n: u64) {
     counter!(DROPPED_TOTAL, "reason" => reason).increment(n);
 }
 
+/// Adds inserted silence (ms) to [`GAP_FILL_MS_TOTAL`].
 pub fn gap_filled(ms: u64) {
     counter!(GAP_FILL_MS_TOTAL).increment(ms);
 }

@@ -20,10 +20,13 @@ pub type RealtimeSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Why the Realtime socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The URL or the auth header could not be built (e.g. a key that is not a valid header value).
     #[error("invalid Realtime URL or header: {0}")]
     Request(String),
+    /// TCP, TLS or the WebSocket upgrade failed, or the server refused it (e.g. HTTP 401).
     #[error("Realtime handshake failed: {0}")]
     Handshake(#[from] tokio_tungstenite::tungstenite::Error),
+    /// Connect and handshake took longer than [`UpstreamConfig::connect_timeout`] (the value).
     #[error("Realtime connect timed out after {0:?}")]
     Timeout(std::time::Duration),
 }

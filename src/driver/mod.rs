@@ -33,7 +33,9 @@ pub const RECORDS_CAPACITY: usize = 256;
 
 /// State shared by the server and every call task.
 pub struct Shared {
+    /// Where and how every call reaches the Realtime API.
     pub upstream: UpstreamConfig,
+    /// Settings every call starts with.
     pub params: CallParams,
     /// Largest accepted provider message (bytes).
     pub max_message_bytes: usize,
@@ -50,6 +52,8 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// No calls yet, not draining. `max_message_bytes` is in bytes; `records`, if set, receives
+    /// each finished call's record.
     pub fn new(
         upstream: UpstreamConfig,
         params: CallParams,

@@ -25,7 +25,9 @@ pub struct TimelineEntry {
 /// Everything known about a call when it ends.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
+    /// `start.callSid`, once a valid `start` arrived.
     pub call_sid: Option<String>,
+    /// `start.streamSid`, once a valid `start` arrived.
     pub stream_sid: Option<String>,
     /// `twilio` or `signalwire`.
     pub provider: &'static str,
@@ -35,17 +37,25 @@ pub struct CallRecord {
     /// Monotonic time the socket opened (to line the timeline up with other in-process clocks).
     #[serde(skip)]
     pub opened: Instant,
+    /// From the socket opening to the call's end (ms).
     pub duration_ms: u64,
+    /// [`EndReason::as_str`](crate::core::call::EndReason::as_str) of how the call ended.
     pub end_reason: &'static str,
     /// Detail of the end, e.g. the upstream error code.
     pub end_detail: Option<String>,
+    /// `start.customParameters`, verbatim; may hold personal data.
     pub custom_parameters: BTreeMap<String, String>,
+    /// Both sides' turns, ordered by start.
     pub transcript: Vec<Turn>,
+    /// Notable events in time order, the first 2,000 only.
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries not stored because the timeline was full (2,000 entries).
     pub timeline_dropped: u64,
+    /// Token usage summed over the call's `response.done` events.
     pub usage: Usage,
+    /// Caller media messages received from the provider.
     pub frames_in: u64,
+    /// Agent media frames (20 ms each) sent to the provider.
     pub frames_out: u64,
 }
 

@@ -88,7 +88,10 @@ pub enum EndReason {
     /// The Realtime socket closed.
     UpstreamClosed,
     /// The Realtime API sent a fatal `error` (its code is kept for the log).
-    UpstreamError { code: String },
+    UpstreamError {
+        /// `error.code`, or `error.type` when the error has no code.
+        code: String,
+    },
     /// The Realtime socket could not be opened in time.
     UpstreamConnectFailed,
     /// No valid `start` within the start timeout.
@@ -140,6 +143,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Stable label for metrics (`reason` of `callbridge_dropped_total`) and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::LateMedia => "late_media",
@@ -159,11 +163,15 @@ impl DropReason {
 pub enum ProviderOut {
     /// One 20 ms frame of agent audio, base64 in the provider's format.
     Media {
+        /// The frame's audio, base64-encoded.
         payload_b64: String,
     },
+    /// A playback mark, echoed by the provider once the audio before it has played.
     Mark {
+        /// `"{generation}:{seq}"`, matched by [`Playback`] when it comes back.
         name: String,
     },
+    /// Flush the provider's buffered, unplayed agent audio (barge-in).
     Clear,
 }
 
@@ -172,53 +180,77 @@ pub enum ProviderOut {
 pub enum CallEvent {
     /// A valid `start` arrived; the upstream is being opened.
     Started {
+        /// `start.callSid`: `CA…` on Twilio, a UUID on SignalWire.
         call_sid: String,
+        /// `start.streamSid`: `MZ…` on Twilio, a UUID on SignalWire.
         stream_sid: String,
+        /// The stream's audio (`start.mediaFormat`).
         provider_format: AudioFormat,
+        /// The audio format asked of the model, both directions.
         model_format: AudioFormat,
+        /// Payloads are forwarded without decoding (the two formats are equal).
         passthrough: bool,
+        /// `start.customParameters`, verbatim; may hold personal data.
         custom_parameters: BTreeMap<String, String>,
     },
     /// The session was configured and buffered caller audio flushed.
     UpstreamReady,
+    /// The model's VAD heard the caller start speaking (`input_audio_buffer.speech_started`).
     SpeechStarted {
+        /// The caller's conversation item.
         item_id: String,
     },
+    /// The model's VAD heard the caller stop speaking (`input_audio_buffer.speech_stopped`).
     SpeechStopped {
+        /// The caller's conversation item.
         item_id: String,
     },
     /// First agent frame after the caller stopped speaking.
     FirstAudio {
+        /// From handling `speech_stopped` to queueing that frame for the provider.
         latency: Duration,
     },
     /// The caller talked over the agent: `clear` (if audio was playing), truncates, cancel.
     BargeIn {
+        /// Each agent item cut short: its id and the `audio_end_ms` sent (ms of it heard).
         truncated: Vec<(String, u64)>,
+        /// A `clear` went to the provider (agent audio was playing or queued).
         cleared: bool,
+        /// The response cancelled with `response.cancel`, if one was in progress.
         cancelled_response: Option<String>,
     },
     /// A turn became final.
     Turn(Turn),
+    /// Something dropped on purpose.
     Dropped {
+        /// Why; its [`DropReason::as_str`] is the metric label.
         reason: DropReason,
+        /// How many: 20 ms frames for [`DropReason::OutboundOverflow`], messages otherwise.
         count: u64,
     },
     /// Silence inserted for a gap in caller audio (ms).
     GapFilled {
+        /// Length of the inserted silence (ms), at most [`CallParams::max_gap_fill_ms`].
         ms: u64,
     },
     /// An `error` event from the Realtime API.
     UpstreamError {
+        /// The event's `error` object.
         error: ApiError,
+        /// Nothing more can succeed on the session: the call ends.
         fatal: bool,
     },
     /// A caller key press.
     Dtmf {
+        /// `dtmf.digit`: `0`-`9`, `*`, `#` or `A`-`D`.
         digit: char,
     },
-    /// `response.done` with token usage.
+    /// `response.done` arrived (its token usage is added to [`Call::usage`]).
     ResponseDone {
+        /// `response.id`.
         response_id: String,
+        /// `response.status`: `completed`, `cancelled`, `failed`, `incomplete`, `in_progress`
+        /// or `other` for an unknown one.
         status: &'static str,
     },
 }
@@ -226,11 +258,14 @@ pub enum CallEvent {
 /// What the shell must do next, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
+    /// Write this to the provider's socket.
     Provider(ProviderOut),
+    /// Write this client event to the Realtime socket.
     Realtime(ClientEvent),
     /// Open the Realtime socket, then call [`Call::handle_upstream_connected`] (or
     /// [`Call::handle_upstream_closed`] on failure).
     ConnectUpstream,
+    /// Log, count or record this; nothing to write.
     Event(CallEvent),
     /// The call is over: close both sockets. Emitted once.
     End(EndReason),
@@ -733,6 +768,7 @@ impl Call {
         }
         let item = b.playback.item(item_id, response_id, content_index);
         let model_format = b.model_format;
+        let b_frame_bytes = b.provider_format.frame_bytes();
         let dropped = match b.transcoder.as_mut() {
             None => b.playback.push(item, audio, audio.len(), model_format),
             Some(t) => {
@@ -742,7 +778,8 @@ impl Call {
             }
         };
         if dropped > 0 {
-            self.dropped(DropReason::OutboundOverflow, dropped as u64);
+            let frames = dropped.div_ceil(b_frame_bytes) as u64;
+            self.dropped(DropReason::OutboundOverflow, frames);
         }
         self.pump(now);
     }

@@ -60,16 +60,29 @@ struct PendingMark {
 #[derive(Debug, PartialEq)]
 pub enum Send {
     /// One exact 20 ms frame of provider-format audio, base64-encoded.
-    Frame { item: usize, first_of_item: bool, payload_b64: String },
+    Frame {
+        /// Index into [`Playback::items`].
+        item: usize,
+        /// The item's first frame: its agent turn starts now.
+        first_of_item: bool,
+        /// The frame's audio, base64-encoded.
+        payload_b64: String,
+    },
     /// A mark to send right after the frames before it.
-    Mark { name: String },
+    Mark {
+        /// `"{generation}:{seq}"`.
+        name: String,
+    },
 }
 
 /// What a mark echo meant.
 #[derive(Debug, PartialEq)]
 pub enum MarkOutcome {
     /// Confirmed played up to here; `finished` lists items that are now completely played.
-    Played { finished: Vec<usize> },
+    Played {
+        /// Indexes into [`Playback::items`].
+        finished: Vec<usize>,
+    },
     /// From an earlier generation: flushed by a clear, not played.
     Stale,
     /// Not a mark we sent (or already confirmed).
@@ -85,6 +98,7 @@ pub struct Playback {
     mark_interval_ms: u64,
     ring: FrameRing,
     queued: VecDeque<Queued>,
+    /// Every agent audio item of the call, in arrival order; never shrinks, so indexes stay valid.
     pub items: Vec<ItemAudio>,
     marks: VecDeque<PendingMark>,
     generation: u32,

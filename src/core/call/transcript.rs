@@ -7,13 +7,16 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// The person on the phone.
     Caller,
+    /// The model.
     Agent,
 }
 
 /// One turn of the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Turn {
+    /// Who spoke.
     pub role: Role,
     /// The Realtime conversation item id (`item_…`).
     pub item_id: String,
