@@ -11,7 +11,7 @@
 //! | module | concern |
 //! |---|---|
 //! | `main.rs` | CLI (`serve`, `demo`, `sim-realtime`, `bench`): parse, load [`config`], init [`telemetry`], run |
-//! | [`bench`] | `callbridge bench`: load harness, thousands of simulated provider calls on loopback; latency, loss, server CPU/RSS |
+//! | [`bench`](mod@bench) | `callbridge bench`: load harness, many simulated provider calls on loopback |
 //! | [`demo`] | `callbridge demo`: server + simulator + simulated caller in one process, timeline, WAV |
 //! | [`sim`] | Realtime simulator (GA protocol over a real WebSocket) and simulated provider caller |
 //! | [`server`] | axum router: `/media/{provider}` upgrades, `/health`, `/healthz`, `/readyz`, `/metrics` |
