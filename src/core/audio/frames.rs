@@ -1,8 +1,9 @@
 //! Re-framing ring: arbitrary-size byte chunks in, exact fixed-size frames out.
 //!
 //! The model sends audio deltas of any length; the telephony side wants exact 20 ms
-//! frames (160 bytes μ-law 8 kHz, 640 bytes L16 16 kHz). The ring's storage is allocated
-//! once in [`FrameRing::new`].
+//! frames (160 bytes μ-law 8 kHz, 640 bytes L16 16 kHz). The ring starts small and grows (by
+//! doubling, up to its bound) only when audio arrives faster than it is sent, so an idle or
+//! steady call keeps a few KiB rather than its worst case resident.
 
 /// A bounded FIFO of bytes that hands them out in frames of exactly `frame_bytes`.
 ///
@@ -14,6 +15,8 @@
 #[derive(Debug, Clone)]
 pub struct FrameRing {
     buf: Vec<u8>,
+    /// Most bytes the ring may hold; `buf` grows up to this.
+    max: usize,
     /// Index of the oldest buffered byte.
     head: usize,
     /// Buffered bytes.
@@ -25,16 +28,36 @@ impl FrameRing {
     /// Creates a ring cutting frames of `frame_bytes` bytes, holding at most `max_bytes`.
     ///
     /// `frame_bytes` is raised to at least 1; `max_bytes` to at least one frame. For L16
-    /// pass an even `frame_bytes` so frames stay sample-aligned. Allocates `max_bytes`.
+    /// pass an even `frame_bytes` so frames stay sample-aligned. Allocates 16 frames (or
+    /// `max_bytes` if smaller); grows on demand.
     pub fn new(frame_bytes: usize, max_bytes: usize) -> Self {
         let frame_bytes = frame_bytes.max(1);
-        let capacity = max_bytes.max(frame_bytes);
-        Self { buf: vec![0; capacity], head: 0, len: 0, frame_bytes }
+        let max = max_bytes.max(frame_bytes);
+        let initial = (frame_bytes * Self::INITIAL_FRAMES).min(max);
+        Self { buf: vec![0; initial], max, head: 0, len: 0, frame_bytes }
+    }
+
+    const INITIAL_FRAMES: usize = 16;
+
+    /// Grows the storage (keeping the bytes in order) so `needed` bytes fit, up to `max`.
+    fn grow_for(&mut self, needed: usize) {
+        if needed <= self.buf.len() || self.buf.len() >= self.max {
+            return;
+        }
+        let new_len = needed.max(self.buf.len() * 2).min(self.max);
+        let mut grown = Vec::with_capacity(new_len);
+        let first = self.len.min(self.buf.len() - self.head);
+        grown.extend_from_slice(&self.buf[self.head..self.head + first]);
+        grown.extend_from_slice(&self.buf[..self.len - first]);
+        grown.resize(new_len, 0);
+        self.buf = grown;
+        self.head = 0;
     }
 
     /// Appends `bytes`; returns how many bytes were dropped to stay within capacity
     /// (oldest first, in whole frames; see the type's overflow policy).
     pub fn push(&mut self, bytes: &[u8]) -> usize {
+        self.grow_for(self.len + bytes.len());
         let capacity = self.buf.len();
         let total = self.len + bytes.len();
         let dropped = if total > capacity {
@@ -102,7 +125,7 @@ impl FrameRing {
 
     /// Maximum bytes held (bytes).
     pub fn capacity_bytes(&self) -> usize {
-        self.buf.len()
+        self.max
     }
 
     /// Moves the oldest `n` (≤ `len`) bytes into `out`.
@@ -124,6 +147,22 @@ impl FrameRing {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn grows_on_demand_up_to_its_bound() {
+        let mut ring = FrameRing::new(160, 160 * 100);
+        assert_eq!(ring.buf.len(), 160 * 16, "starts small");
+        let chunk: Vec<u8> = (0..=255).cycle().take(160 * 40).collect();
+        assert_eq!(ring.push(&chunk), 0);
+        assert_eq!(ring.len_bytes(), 160 * 40);
+        assert!(ring.buf.len() >= 160 * 40 && ring.buf.len() <= 160 * 100);
+        let mut out = Vec::new();
+        while ring.pop_frame(&mut out) {}
+        assert_eq!(out, chunk, "growth keeps the byte order");
+        // Past the bound, the oldest frames go.
+        assert_eq!(ring.push(&vec![7u8; 160 * 120]), 160 * 20);
+        assert_eq!(ring.len_bytes(), 160 * 100);
+    }
 
     #[test]
     fn cuts_exact_frames() {
