@@ -495,3 +495,31 @@ fn second_start_is_ignored() {
     assert_eq!(events(&out), vec![&CallEvent::Dropped { reason: DropReason::OutOfOrder, count: 1 }]);
     assert_eq!(h.call.phase_name(), "live");
 }
+
+#[test]
+fn streaming_reply_marks_every_interval_not_every_frame() {
+    let mut h = Harness::new();
+    h.start_live(AudioFormat::PCMU_8K);
+    h.realtime(created("resp_1"));
+    // The model streams at real time, one 20 ms delta per tick; the caller plays at real time.
+    let mut frames_sent = 0;
+    let mut marks_sent = 0;
+    for _ in 0..100 {
+        h.advance(20);
+        let out = h.delta("resp_1", "item_a1", &agent_audio(20));
+        frames_sent += frames(&out).len();
+        marks_sent += marks(&out).len();
+        for name in marks(&out) {
+            h.mark(&name);
+        }
+    }
+    assert_eq!(frames_sent, 100);
+    assert_eq!(marks_sent, 20, "one mark per 100 ms of audio");
+    // The item's end is marked so its playback can be confirmed.
+    let out = h.realtime(ServerEvent::AudioDone { response_id: "resp_1".into(), item_id: "item_a1".into() });
+    assert!(frames(&out).is_empty());
+    assert!(marks(&out).is_empty(), "nothing unconfirmed was left: {out:?}");
+    let turns = h.call.transcript();
+    assert!(turns.iter().any(|t| t.role == Role::Agent && !t.interrupted), "fully played: {turns:?}");
+    assert!(events(&out).iter().any(|e| matches!(e, CallEvent::Turn(t) if !t.interrupted)));
+}

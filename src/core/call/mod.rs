@@ -633,6 +633,7 @@ impl Call {
                 self.on_audio_delta(now, &response_id, &item_id, content_index, audio)
             }
             ServerEvent::AudioDone { item_id, .. } => {
+                let mut finished = false;
                 if let Some(b) = self.bridge_mut() {
                     if let Some(i) =
                         b.playback.items.iter().rposition(|it| it.item_id == item_id && !it.finished)
@@ -644,10 +645,14 @@ impl Call {
                             let model_format = b.model_format;
                             b.playback.push(i, &b.scratch, 0, model_format);
                         }
-                        b.playback.audio_done(i);
+                        finished = b.playback.audio_done(i);
                     }
                 }
-                self.pump(now);
+                if finished {
+                    self.transcript.agent_finished(&item_id, at, false);
+                    self.emit_final_turns();
+                }
+                self.pump_and_mark(now);
             }
             ServerEvent::OutputTranscriptDelta { item_id, delta } => {
                 self.transcript.agent_delta(&item_id, &delta, at)

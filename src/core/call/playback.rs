@@ -178,12 +178,28 @@ impl Playback {
         dropped
     }
 
-    /// The model finished the item's audio: pad its last partial frame so it can go out.
-    pub fn audio_done(&mut self, item: usize) {
-        if let Some(it) = self.items.get_mut(item) {
-            it.audio_done = true;
-        }
+    /// The model finished the item's audio: pad its last partial frame so it can go out, and
+    /// make the item's last mark the one that closes it. Returns `true` when everything sent
+    /// of it was already confirmed played, so it is finished now.
+    pub fn audio_done(&mut self, item: usize) -> bool {
+        let Some(it) = self.items.get_mut(item) else { return false };
+        it.audio_done = true;
         self.pad_tail();
+        let queued = self.queued.iter().any(|q| q.item == item);
+        if queued || self.since_mark_ms > 0 {
+            // Still to send, or sent but unmarked: pacing or `mark_now` closes it.
+            return false;
+        }
+        if let Some(m) = self.marks.iter_mut().rev().find(|m| m.item == item) {
+            m.item_last = true;
+            return false;
+        }
+        let it = &mut self.items[item];
+        if it.started && !it.finished {
+            it.finished = true;
+            return true;
+        }
+        false
     }
 
     /// Pads the ring's last partial frame with silence, so it can be sent.
@@ -242,10 +258,12 @@ impl Playback {
             let real = q.real_bytes.min(fb);
             q.real_bytes -= real;
             q.total_bytes = q.total_bytes.saturating_sub(fb);
-            let item_last = q.total_bytes == 0;
-            if item_last {
+            let drained = q.total_bytes == 0;
+            if drained {
                 self.queued.pop_front();
             }
+            // The ring running dry mid-item is not the item's end: more audio may follow.
+            let item_last = drained && self.items.get(item).is_some_and(|it| it.audio_done);
             self.frame.clear();
             if !self.ring.pop_frame(&mut self.frame) {
                 break;
@@ -272,11 +290,13 @@ impl Playback {
         }
     }
 
-    /// Marks whatever went out since the last mark (end of a response: make it confirmable).
+    /// Marks whatever went out since the last mark (end of an item or response: make it
+    /// confirmable). The mark closes the item when its audio is done and nothing is queued.
     pub fn mark_now(&mut self, out: &mut Vec<Send>, pool: &mut StringPool) {
         if self.since_mark_ms > 0 {
             if let Some(item) = self.last_sent_item() {
-                out.push(self.mark(item, false, pool));
+                let last = self.items[item].audio_done && !self.queued.iter().any(|q| q.item == item);
+                out.push(self.mark(item, last, pool));
             }
         }
     }
