@@ -427,7 +427,8 @@ async fn serve(stream: TcpStream, n: u64, shared: Arc<Shared>, token: Cancellati
     // Small events (speech_started) must not wait behind Nagle for the ACK of earlier deltas.
     let _ = stream.set_nodelay(true);
     // The Python SDK lifts frame limits; audio deltas and session echoes can be large.
-    let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+    let config =
+        WebSocketConfig::default().max_message_size(None).max_frame_size(None).read_buffer_size(8 * 1024);
     let mut model = None;
     let callback = Handshake { model: &mut model };
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
