@@ -199,6 +199,9 @@ impl<'s> CallDriver<'s> {
     async fn run(mut self) -> CallRecord {
         let provider_name = self.dialect.name();
         let stop_calls = self.shared.stop_calls.clone();
+        // Created once: re-registering a fresh waiter on every message costs a lock per frame.
+        let stopped = stop_calls.cancelled();
+        tokio::pin!(stopped);
         let end = loop {
             let received_at = Instant::now();
             self.barged_in = false;
@@ -232,7 +235,7 @@ impl<'s> CallDriver<'s> {
                     }
                 }
                 _ = sleep_until(deadline) => self.call.handle_timeout(Instant::now()),
-                _ = stop_calls.cancelled() => self.call.handle_shutdown(Instant::now()),
+                _ = &mut stopped => self.call.handle_shutdown(Instant::now()),
             }
         };
         self.finish(end).await
