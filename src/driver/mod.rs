@@ -150,6 +150,9 @@ struct CallDriver<'s> {
     close: Option<(u16, &'static str)>,
     /// A barge-in happened while handling the current input.
     barged_in: bool,
+    /// The provider socket can still be read (false after its close, so a draining call
+    /// does not spin on a finished stream).
+    provider_open: bool,
     /// Counter handles resolved once per call, so counting a frame is one atomic add.
     frames_in: metrics::Counter,
     frames_out: metrics::Counter,
@@ -187,6 +190,7 @@ impl<'s> CallDriver<'s> {
             text: String::with_capacity(1024),
             close: None,
             barged_in: false,
+            provider_open: true,
             frames_in: m::frames_in_counter(dialect.name()),
             frames_out: m::frames_out_counter(dialect.name()),
         }
@@ -216,7 +220,7 @@ impl<'s> CallDriver<'s> {
             }
             let deadline = self.call.poll_timeout();
             tokio::select! {
-                msg = self.provider.recv() => self.on_provider(msg, provider_name),
+                msg = self.provider.recv(), if self.provider_open => self.on_provider(msg, provider_name),
                 msg = next_upstream(&mut self.upstream) => self.on_upstream(msg),
                 res = poll_connect(&mut self.connecting) => {
                     self.connecting = None;
@@ -385,8 +389,12 @@ impl<'s> CallDriver<'s> {
                 m::provider_error(provider, "binary_frame");
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => self.call.handle_provider_closed(now),
+            Some(Ok(Message::Close(_))) | None => {
+                self.provider_open = false;
+                self.call.handle_provider_closed(now);
+            }
             Some(Err(e)) => {
+                self.provider_open = false;
                 if is_capacity_error(&e) {
                     warn!(error = %e, "provider message over the size limit; closing");
                     m::provider_error(provider, "oversize");
