@@ -8,6 +8,7 @@
 #   scripts/bench.sh --sweep 50,100,200 --duration 10s --chart out/bench.svg
 #   AUDIO_MODE=transcode scripts/bench.sh --calls 100
 #   scripts/bench.sh --provider signalwire-l16 --calls 100      # uses /media/signalwire
+#   scripts/bench.sh --calls 100 --barge-in   # simulator gets --echo-vad; times speech → clear
 #
 # AUDIO_MODE (and any other server variable not set below) reaches the server from your
 # environment. Both background processes are stopped on exit; their logs are in out/bench-logs/.
@@ -82,9 +83,17 @@ wait_for() { # description, command...
     return 1
 }
 
+# --barge-in needs speech_started from the simulator: echo mode with its VAD on.
+sim_flags=(--echo)
+for arg in "$@"; do
+    if [[ "$arg" == --barge-in ]]; then
+        sim_flags+=(--echo-vad)
+    fi
+done
+
 sim_port=$(free_port)
-echo "== Realtime simulator (echo) on 127.0.0.1:$sim_port"
-RUST_LOG=warn "$bin" sim-realtime --echo --listen "127.0.0.1:$sim_port" >"$logs/sim.log" 2>&1 &
+echo "== Realtime simulator (${sim_flags[*]#--}) on 127.0.0.1:$sim_port"
+RUST_LOG=warn "$bin" sim-realtime "${sim_flags[@]}" --listen "127.0.0.1:$sim_port" >"$logs/sim.log" 2>&1 &
 sim_pid=$!
 wait_for "the simulator" bash -c "exec 3<>/dev/tcp/127.0.0.1/$sim_port"
 

@@ -49,6 +49,11 @@ enum Command {
         /// tests of the bridge without a model).
         #[arg(long)]
         echo: bool,
+        /// With --echo: also run the energy VAD on the caller audio and send speech_started /
+        /// speech_stopped (no turns), so the bridge's barge-in can be load-tested
+        /// (`callbridge bench --barge-in`).
+        #[arg(long, requires = "echo")]
+        echo_vad: bool,
     },
     /// Load-test a media-stream endpoint on this machine with many simulated provider calls
     /// (runs on its own runtime with --threads workers).
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
                 };
                 demo::run_and_print(opts).await
             }
-            Command::SimRealtime { listen, echo } => sim_realtime(listen, echo).await,
+            Command::SimRealtime { listen, echo, echo_vad } => sim_realtime(listen, echo, echo_vad).await,
             Command::Bench(_) => Err(anyhow::anyhow!("bench runs on its own runtime")),
         }
     });
@@ -134,10 +139,11 @@ async fn serve() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn sim_realtime(listen: std::net::SocketAddr, echo: bool) -> anyhow::Result<()> {
+async fn sim_realtime(listen: std::net::SocketAddr, echo: bool, echo_vad: bool) -> anyhow::Result<()> {
     telemetry::init(false, "info");
     let mut cfg = demo::sim_config(None)?;
     cfg.echo = echo;
+    cfg.echo_vad = echo_vad;
     let handle = sim::realtime::start(cfg, listen).await?;
     info!(url = %handle.url(), "Realtime simulator listening");
     shutdown_signal().await;

@@ -33,9 +33,19 @@
 //! * **Server CPU-ms per call-second** over the hold and **KiB per call** (RSS at the end of
 //!   the hold − RSS before the ramp), from `/proc/PID` or `/metrics`.
 //!
-//! Barge-in reaction is not measured: in echo mode the simulator has no VAD, so the bridge never
-//! interrupts. A `clear` from the bridge is still honoured (queue dropped, marks echoed) and
-//! counted.
+//! * **Barge-in reaction** (`--barge-in`, against `sim-realtime --echo --echo-vad`): each call
+//!   alternates 3 s of caller speech (each segment starting on voiced audio) and 2 s of digital
+//!   silence. Echo plays the caller's audio back, so agent audio is always playing when the
+//!   caller speaks again: the simulator's VAD sends `speech_started` and the bridge answers with
+//!   `clear` (plus truncate and cancel upstream). The reaction is the time from sending the first
+//!   speech frame after a silence to receiving that call's `clear`; onsets with no `clear` within
+//!   2 s are counted. It includes the VAD's 60 ms of voiced audio before `speech_started` (the
+//!   third voiced frame leaves 40 ms after the first), so about 40 ms is the caller's schedule.
+//!   Each barge-in drops echoed audio, so with `--barge-in` there is no round-trip latency and
+//!   the loss figure includes the dropped audio.
+//!
+//! Without `--barge-in` a `clear` from the bridge is still honoured (queue dropped, marks
+//! echoed) and counted.
 //!
 //! Only loopback targets are accepted, and every run is bounded: connects time out after 10 s,
 //! the hold is at most 10 minutes, and a run that overruns its bounds is abandoned.
@@ -99,6 +109,13 @@ pub struct BenchArgs {
     /// One run per number of calls, in order, e.g. `100,200,500,1000`.
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<usize>,
+    /// Measure barge-in reaction: calls alternate 3 s of speech and 2 s of silence, and each
+    /// speech onset is timed to the bridge's `clear` (includes the simulator VAD's 60 ms of
+    /// voiced audio before `speech_started`). Needs the simulator's VAD in echo mode
+    /// (`sim-realtime --echo --echo-vad`; scripts/bench.sh passes it along). No round-trip
+    /// latency in this mode: barge-ins drop echoed audio.
+    #[arg(long)]
+    pub barge_in: bool,
     /// Write an SVG chart of the sweep here.
     #[arg(long, requires = "sweep")]
     pub chart: Option<PathBuf>,
@@ -146,13 +163,14 @@ async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
             probe.settle().await;
         }
         eprintln!(
-            "bench: run {}/{}: {calls} calls, {} at {}/s, hold {:?}, {} harness thread(s)",
+            "bench: run {}/{}: {calls} calls, {} at {}/s, hold {:?}, {} harness thread(s){}",
             i + 1,
             counts.len(),
             args.provider.name(),
             args.ramp,
             args.duration,
-            args.threads
+            args.threads,
+            if args.barge_in { ", barge-in (3 s speech / 2 s silence)" } else { "" }
         );
         let cfg = run::RunConfig {
             url: args.url.clone(),
@@ -161,6 +179,7 @@ async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
             hold: args.duration,
             ramp_per_s: args.ramp,
             shard_size: args.shard_size,
+            barge_in: args.barge_in.then_some(wire::BargeIn::DEFAULT),
         };
         let report = run::run_once(&cfg, &probe).await?;
         if counts.len() > 1 {
@@ -268,15 +287,19 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/").is_err());
     }
 
-    /// The whole path over loopback: echo simulator, the real server in-process, 5 calls.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn five_calls_through_the_real_server_and_the_echo_simulator() {
+    /// Echo simulator (`echo_vad` as given) and the real server in-process on loopback, then
+    /// one 5-call run; also returns the simulator's log.
+    async fn five_call_run(
+        echo_vad: bool,
+        hold: Duration,
+        barge_in: Option<wire::BargeIn>,
+    ) -> (RunReport, Vec<crate::sim::realtime::SimLogEntry>) {
         use crate::config::{self, AuthStyle, UpstreamConfig};
         use crate::driver::Shared;
         use std::sync::Arc;
 
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let simcfg = crate::sim::realtime::SimConfig { echo: true, ..Default::default() };
+        let simcfg = crate::sim::realtime::SimConfig { echo: true, echo_vad, ..Default::default() };
         let sim = crate::sim::realtime::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
         let upstream = UpstreamConfig {
             url: sim.url(),
@@ -302,24 +325,56 @@ mod tests {
             url: format!("ws://{}/media/twilio", server.addr),
             provider: BenchProvider::Twilio,
             calls: 5,
-            hold: Duration::from_secs(2),
+            hold,
             ramp_per_s: 50.0,
             shard_size: 2,
+            barge_in,
         };
         let probe = probe::ServerProbe {
             pid: Some(std::process::id()),
             metrics: Some(probe::parse_metrics_url(&metrics_url).unwrap()),
         };
         let r = run::run_once(&cfg, &probe).await.unwrap();
+        server.shutdown(Duration::from_secs(2)).await;
+        let log = sim.log();
+        sim.shutdown().await;
+        (r, log)
+    }
+
+    /// The whole path over loopback: echo simulator, the real server in-process, 5 calls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn five_calls_through_the_real_server_and_the_echo_simulator() {
+        let (r, _) = five_call_run(false, Duration::from_secs(2), None).await;
         assert_eq!(r.calls_failed, 0, "{:?}", r.failures);
         assert_eq!((r.calls_started, r.calls_completed), (5, 5));
         assert!(r.frames_received > 0, "{r:?}");
         assert!(r.latency_us.samples > 0, "{r:?}");
         assert!(r.marks_echoed > 0, "{r:?}");
         assert!(r.send_lag_us.samples >= r.frames_sent.min(1), "{r:?}");
+        assert!(r.barge_in.is_none());
         let server_figures = r.server.as_ref().unwrap();
         assert!(server_figures.cpu_ms_hold.is_some() && server_figures.rss_hold_kib.is_some());
-        server.shutdown(Duration::from_secs(2)).await;
-        sim.shutdown().await;
+    }
+
+    /// `--barge-in` over the same loopback path with the simulator's echo VAD: 1 s of speech,
+    /// 1 s of silence (the in-process simulator ends speech after 500 ms), a 3 s hold.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn five_barge_in_calls_record_clear_reactions() {
+        let pattern = wire::BargeIn { speech_frames: 50, silence_frames: 50 };
+        let (r, log) = five_call_run(true, Duration::from_secs(3), Some(pattern)).await;
+        assert_eq!(r.calls_failed, 0, "{:?}", r.failures);
+        assert_eq!((r.calls_started, r.calls_completed), (5, 5));
+        let b = r.barge_in.as_ref().unwrap();
+        assert!(b.reaction_us.samples >= 1, "{b:?}");
+        assert!(b.onsets >= b.reaction_us.samples, "{b:?}");
+        assert!(r.clears >= b.reaction_us.samples, "{r:?}");
+        assert_eq!(r.latency_us.samples, 0, "no round-trip samples with barge-in");
+        assert_eq!((b.speech_ms, b.silence_ms), (1000, 1000));
+        // The bridge's truncates and cancels were all answered, none with an error.
+        use crate::sim::realtime::SimEventKind as K;
+        let count = |f: fn(&K) -> bool| log.iter().filter(|e| f(&e.kind)).count();
+        assert_eq!(count(|k| matches!(k, K::ErrorSent { .. })), 0, "{log:?}");
+        assert!(count(|k| matches!(k, K::Truncated { .. })) >= 1, "{log:?}");
+        assert!(count(|k| matches!(k, K::ResponseDone { status, .. } if status == "cancelled")) >= 1);
     }
 }

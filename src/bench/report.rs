@@ -60,10 +60,33 @@ pub struct RunReport {
     pub latency_us: Percentiles,
     /// The harness's own send-schedule lag, actual − due send time per frame (µs).
     pub send_lag_us: Percentiles,
+    /// Barge-in reaction, with `--barge-in` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub barge_in: Option<BargeInFigures>,
     /// Server figures; absent without `--server-pid` / `--metrics-url`.
     pub server: Option<ServerFigures>,
     /// The harness's own cost.
     pub harness: HarnessFigures,
+}
+
+/// `--barge-in`: how fast the bridge reacts to the caller talking over echoed agent audio.
+///
+/// The reaction of one speech onset is the time from sending its first speech frame (after
+/// silence) to receiving the bridge's `clear` for that call. It includes the simulator's VAD,
+/// which reports speech after 60 ms of voiced audio (the third voiced frame, sent 40 ms after
+/// the first), so about 40 ms of it is the caller's own schedule, not the bridge.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BargeInFigures {
+    /// Speech per cycle (ms).
+    pub speech_ms: u64,
+    /// Silence per cycle (ms).
+    pub silence_ms: u64,
+    /// Speech onsets sent during the hold and resolved (a `clear` came, or none within 2 s).
+    pub onsets: u64,
+    /// Onsets that got no `clear` within 2 s.
+    pub no_clear_within_2s: u64,
+    /// Onset → `clear` (µs), one sample per onset that got one within 2 s.
+    pub reaction_us: Percentiles,
 }
 
 /// Server resource use over a run.
@@ -161,11 +184,14 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// The stdout table: one row per run, then failure reasons if any.
+/// The stdout table: one row per run, then failure reasons if any. With `--barge-in`, a
+/// barge-in reaction section is added on the right, and the round-trip latency shows `-` (no
+/// samples: barge-ins drop echoed audio, so received bytes no longer match sent ones).
 pub(crate) fn table(runs: &[RunReport]) -> String {
+    let barge_in = runs.iter().any(|r| r.barge_in.is_some());
     let mut out = String::new();
     // Writing to a String cannot fail.
-    let _ = writeln!(
+    let _ = write!(
         out,
         "{:>6} {:>6} {:>5} {:>9} {:>9} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} | {:>8} | {:>9} {:>8} | {:>9}",
         "calls",
@@ -184,15 +210,28 @@ pub(crate) fn table(runs: &[RunReport]) -> String {
         "KiB/call",
         "bench CPU"
     );
-    let _ = writeln!(
+    if barge_in {
+        let _ = write!(
+            out,
+            " | {:>6} {:>7} {:>7} {:>7} {:>7} {:>6}",
+            "onsets", "p50 ms", "p90", "p99", "max", "no clr"
+        );
+    }
+    out.push('\n');
+    let _ = write!(
         out,
         "{:>6} {:>6} {:>5} {:>9} {:>9} {:>6} | {:>39} | {:>8} | {:>9} {:>8} | {:>9}",
         "", "", "", "", "", "", "added round-trip latency", "ms", "ms/call·s", "", "ms/call·s"
     );
+    if barge_in {
+        let _ = write!(out, " | {:>45}", "barge-in: speech onset → clear (incl. VAD)");
+    }
+    out.push('\n');
     for r in runs {
         let l = &r.latency_us;
+        let lat = |us: u64| if l.samples == 0 { "-".to_owned() } else { ms(us) };
         let server = r.server.as_ref();
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:>6} {:>6} {:>5} {:>9} {:>9} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>7} | {:>8} | {:>9} {:>8} | {:>9}",
             r.calls,
@@ -201,16 +240,36 @@ pub(crate) fn table(runs: &[RunReport]) -> String {
             r.frames_sent,
             r.frames_received,
             r.frames_lost,
-            ms(l.p50_us),
-            ms(l.p90_us),
-            ms(l.p99_us),
-            ms(l.p999_us),
-            ms(l.max_us),
+            lat(l.p50_us),
+            lat(l.p90_us),
+            lat(l.p99_us),
+            lat(l.p999_us),
+            lat(l.max_us),
             ms(r.send_lag_us.p99_us),
             opt(server.and_then(|s| s.cpu_ms_per_call_second), 3),
             opt(server.and_then(|s| s.kib_per_call), 1),
             opt(r.harness.cpu_ms_per_call_second, 3),
         );
+        if barge_in {
+            let cell = |f: fn(&Percentiles) -> u64| match &r.barge_in {
+                Some(b) if b.reaction_us.samples > 0 => ms(f(&b.reaction_us)),
+                _ => "-".to_owned(),
+            };
+            let count = |f: fn(&BargeInFigures) -> u64| {
+                r.barge_in.as_ref().map_or("-".to_owned(), |b| f(b).to_string())
+            };
+            let _ = write!(
+                out,
+                " | {:>6} {:>7} {:>7} {:>7} {:>7} {:>6}",
+                count(|b| b.onsets),
+                cell(|p| p.p50_us),
+                cell(|p| p.p90_us),
+                cell(|p| p.p99_us),
+                cell(|p| p.max_us),
+                count(|b| b.no_clear_within_2s),
+            );
+        }
+        out.push('\n');
     }
     for r in runs.iter().filter(|r| !r.failures.is_empty()) {
         let reasons: Vec<String> = r.failures.iter().map(|(k, v)| format!("{k}: {v}")).collect();
@@ -257,6 +316,7 @@ pub(crate) mod tests {
                 mean_us: 1_400.0,
             },
             send_lag_us: Percentiles { samples: 200_000, p99_us: 800, ..Percentiles::default() },
+            barge_in: None,
             server: server.then_some(ServerFigures {
                 source: "proc",
                 cpu_ms_hold: Some(4000.0),
@@ -291,6 +351,41 @@ pub(crate) mod tests {
         let widths: Vec<usize> = lines[..4].iter().map(|l| l.chars().count()).collect();
         assert!(widths.windows(2).all(|w| w[0] == w[1]), "aligned: {widths:?}\n{t}");
         assert_eq!(lines[4], "failures at 200 calls: connect timeout: 1");
+    }
+
+    #[test]
+    fn barge_in_adds_a_reaction_section() {
+        let mut with = sample_run(100, true);
+        with.latency_us = Percentiles::default();
+        with.barge_in = Some(BargeInFigures {
+            speech_ms: 3000,
+            silence_ms: 2000,
+            onsets: 380,
+            no_clear_within_2s: 2,
+            reaction_us: Percentiles {
+                samples: 378,
+                p50_us: 61_500,
+                max_us: 95_000,
+                ..Percentiles::default()
+            },
+        });
+        let t = table(&[with.clone(), sample_run(200, false)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].contains("onsets") && lines[0].contains("no clr"), "{t}");
+        assert!(lines[1].contains("barge-in"), "{t}");
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(&row[6..11], ["|", "-", "-", "-", "-"], "no latency samples: {t}");
+        assert!(lines[2].ends_with("|    380    61.5     0.0     0.0    95.0      2"), "{t}");
+        assert!(lines[3].trim_end().ends_with("|      -       -       -       -       -      -"), "{t}");
+        let widths: Vec<usize> = lines[..4].iter().map(|l| l.chars().count()).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "aligned: {widths:?}\n{t}");
+        let env = Environment::detect(1, BenchProvider::Twilio, "ws://127.0.0.1:1/media/twilio");
+        let json = serde_json::to_value(SingleJson { environment: &env, run: &with }).unwrap();
+        assert_eq!(json["barge_in"]["reaction_us"]["p50_us"], 61_500);
+        assert_eq!(json["barge_in"]["no_clear_within_2s"], 2);
+        let plain = sample_run(100, true);
+        let json = serde_json::to_value(SingleJson { environment: &env, run: &plain }).unwrap();
+        assert!(json.get("barge_in").is_none(), "absent without --barge-in");
     }
 
     #[test]

@@ -9,9 +9,9 @@ use anyhow::{Context as _, bail};
 
 use super::latency::Percentiles;
 use super::probe::{self, Sample, ServerProbe};
-use super::report::{HarnessFigures, RunReport, ServerFigures};
+use super::report::{BargeInFigures, HarnessFigures, RunReport, ServerFigures};
 use super::shard::{self, CLOSE_TIMEOUT, CONNECT_TIMEOUT, FRAME, GRACE, Plan, ShardReport, Window};
-use super::wire::{self, BenchProvider};
+use super::wire::{self, BargeIn, BenchProvider};
 
 /// Delay between building the plan and the first call, so every shard is waiting when it starts.
 const START_DELAY: Duration = Duration::from_millis(100);
@@ -34,6 +34,8 @@ pub(crate) struct RunConfig {
     pub ramp_per_s: f64,
     /// Calls per shard task.
     pub shard_size: usize,
+    /// `--barge-in`: alternate speech and silence and time each onset's `clear`.
+    pub barge_in: Option<BargeIn>,
 }
 
 /// Runs one load run against `cfg.url`, reading the server through `server`.
@@ -52,7 +54,10 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
     // A call sends at most from t_start to the end of the latest possible hold.
     let frame_count = ((connect_bound + cfg.hold).as_millis() / FRAME.as_millis()) as usize + 2;
     let audio = wire::caller_audio(cfg.provider)?;
-    let frames = wire::media_frames(cfg.provider, &audio, frame_count);
+    let frames = match cfg.barge_in {
+        Some(pattern) => wire::barge_in_frames(cfg.provider, &audio, pattern, frame_count)?,
+        None => wire::media_frames(cfg.provider, &audio, frame_count),
+    };
 
     let idle = server.sample().await;
     let seed =
@@ -63,6 +68,7 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
         provider: cfg.provider,
         frames,
         connected: wire::connected(cfg.provider),
+        barge_in: cfg.barge_in,
         seed,
         t_start: t_created + START_DELAY,
         ramp_interval,
@@ -137,6 +143,13 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
         close_timeouts: total.close_timeouts,
         latency_us: Percentiles::of(&total.latency),
         send_lag_us: Percentiles::of(&total.lag),
+        barge_in: cfg.barge_in.map(|b| BargeInFigures {
+            speech_ms: b.speech_frames as u64 * FRAME.as_millis() as u64,
+            silence_ms: b.silence_frames as u64 * FRAME.as_millis() as u64,
+            onsets: total.barge_in_onsets,
+            no_clear_within_2s: total.barge_in_missed,
+            reaction_us: Percentiles::of(&total.barge_in),
+        }),
         server: server_figures,
         harness: HarnessFigures {
             cpu_ms_hold: harness_cpu_ms,

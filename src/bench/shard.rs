@@ -26,7 +26,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::latency::{self, RoundTrip};
 use super::playback::Playback;
-use super::wire::{self, BenchProvider, CallIds, FromBridge};
+use super::wire::{self, BargeIn, BenchProvider, CallIds, FromBridge};
 
 /// Frame period of a media stream.
 pub(crate) const FRAME: Duration = Duration::from_millis(crate::core::audio::FRAME_MS as u64);
@@ -45,6 +45,9 @@ const WRITE_BUFFER: usize = 4 * 1024;
 /// After the hold: media stops, playback and mark echoes go on this long so audio in flight
 /// comes back before loss is counted.
 pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
+/// With `--barge-in`: a speech onset with no `clear` within this long counts as missed.
+pub(crate) const BARGE_IN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// After `stop` and our close frame: how long to wait for the server's close.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,6 +73,8 @@ pub(crate) struct Plan {
     pub frames: Vec<Message>,
     /// The `connected` message.
     pub connected: Message,
+    /// `--barge-in`: the speech/silence cycle of `frames`, whose onsets are timed.
+    pub barge_in: Option<BargeIn>,
     /// Seed of the per-call ids.
     pub seed: u64,
     /// First call's start; call `i` starts at `t_start + i · ramp_interval`.
@@ -126,6 +131,13 @@ pub(crate) struct ShardReport {
     pub latency: Histogram<u64>,
     /// Actual send time − due time of every frame (µs).
     pub lag: Histogram<u64>,
+    /// `--barge-in`: speech onsets sent from the hold start on and resolved (a `clear` came, or
+    /// none within [`BARGE_IN_TIMEOUT`]); onsets still waiting at the hang-up are not counted.
+    pub barge_in_onsets: u64,
+    /// Resolved onsets with no `clear` within [`BARGE_IN_TIMEOUT`].
+    pub barge_in_missed: u64,
+    /// Onset sent → `clear` received, per resolved onset that got one (µs).
+    pub barge_in: Histogram<u64>,
 }
 
 impl ShardReport {
@@ -147,6 +159,9 @@ impl ShardReport {
             close_timeouts: 0,
             latency: latency::histogram(),
             lag: latency::histogram(),
+            barge_in_onsets: 0,
+            barge_in_missed: 0,
+            barge_in: latency::histogram(),
         }
     }
 
@@ -171,6 +186,20 @@ impl ShardReport {
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.lag.add(&other.lag);
+        let _ = self.barge_in.add(&other.barge_in);
+        self.barge_in_onsets += other.barge_in_onsets;
+        self.barge_in_missed += other.barge_in_missed;
+    }
+
+    /// A speech onset sent at `at` is resolved at `now`: a `clear` came (`cleared`) or not.
+    fn barge_in_resolved(&mut self, at: Instant, now: Instant, cleared: bool) {
+        self.barge_in_onsets += 1;
+        let waited = now.saturating_duration_since(at);
+        if cleared && waited <= BARGE_IN_TIMEOUT {
+            latency::record(&mut self.barge_in, waited);
+        } else {
+            self.barge_in_missed += 1;
+        }
     }
 
     fn fail(&mut self, reason: impl Into<String>) {
@@ -190,6 +219,8 @@ struct LiveCall {
     seq: u64,
     rt: RoundTrip,
     playback: Playback<Message>,
+    /// `--barge-in`: send time of the last speech onset while no `clear` has answered it.
+    onset: Option<Instant>,
 }
 
 enum Slot {
@@ -370,6 +401,7 @@ impl Shard {
             seq: 2,
             rt: RoundTrip::default(),
             playback: Playback::default(),
+            onset: None,
         }));
     }
 
@@ -377,17 +409,32 @@ impl Shard {
     async fn on_tick(&mut self, k: u64, due: Instant) {
         let plan = &*self.plan;
         let frame_bytes = plan.provider.frame_bytes();
-        let send_until = plan.window.get().map(|w| w.hold_end);
+        let window = plan.window.get();
+        let send_until = window.map(|w| w.hold_end);
         let report = &mut self.report;
         for slot in &mut self.calls {
             let Slot::Live(call) = slot else { continue };
             let mut ok = true;
+            if let Some(at) = call.onset {
+                let now = Instant::now();
+                if now.saturating_duration_since(at) > BARGE_IN_TIMEOUT {
+                    report.barge_in_resolved(at, now, false);
+                    call.onset = None;
+                }
+            }
             if call.sending && k >= call.first_tick {
                 let f = (k - call.first_tick) as usize;
                 match plan.frames.get(f) {
                     Some(frame) if send_until.is_none_or(|u| due < u) => {
                         let now = Instant::now();
                         latency::record(&mut report.lag, now.saturating_duration_since(due));
+                        if plan.barge_in.is_some_and(|b| b.is_onset(f))
+                            && window.is_some_and(|w| now >= w.hold_start)
+                        {
+                            if let Some(at) = call.onset.replace(now) {
+                                report.barge_in_resolved(at, now, false);
+                            }
+                        }
                         ok = call.sink.send(frame.clone()).await.is_ok();
                         call.rt.on_sent(frame_bytes, now);
                         call.seq = f as u64 + 3;
@@ -442,7 +489,10 @@ impl Shard {
                 report.bytes_received += bytes as u64;
                 match call.rt.on_received(bytes, now) {
                     Some(rtt) => {
-                        if self.plan.window.get().is_some_and(|w| now >= w.hold_start) {
+                        // Barge-ins drop echoed audio, which breaks the byte FIFO: no samples.
+                        let timed = self.plan.barge_in.is_none()
+                            && self.plan.window.get().is_some_and(|w| now >= w.hold_start);
+                        if timed {
                             latency::record(&mut report.latency, rtt);
                         }
                     }
@@ -464,6 +514,9 @@ impl Shard {
             }
             Ok(FromBridge::Clear) => {
                 report.clears += 1;
+                if let Some(at) = call.onset.take() {
+                    report.barge_in_resolved(at, Instant::now(), true);
+                }
                 call.playback.clear(&mut self.due);
                 for echo in self.due.drain(..) {
                     if ok {

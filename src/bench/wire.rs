@@ -136,6 +136,104 @@ pub(crate) fn caller_audio(provider: BenchProvider) -> anyhow::Result<Vec<u8>> {
 pub(crate) fn media_frames(provider: BenchProvider, audio: &[u8], count: usize) -> Vec<Message> {
     let fb = provider.frame_bytes();
     let payloads: Vec<String> = audio.chunks_exact(fb).map(|f| BASE64.encode(f)).collect();
+    frames_of(provider, &payloads, count)
+}
+
+/// `--barge-in`'s speech/silence cycle, in 20 ms frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BargeIn {
+    /// Frames of caller speech per cycle; the first frames are voiced.
+    pub speech_frames: usize,
+    /// Frames of digital silence after the speech.
+    pub silence_frames: usize,
+}
+
+impl BargeIn {
+    /// 3 s of speech, 2 s of silence: longer than the simulator's 800 ms end-of-speech
+    /// silence (`sim-realtime`), so every cycle is one new speech onset.
+    pub(crate) const DEFAULT: Self = Self { speech_frames: 150, silence_frames: 100 };
+
+    /// Frames per cycle.
+    pub(crate) const fn cycle(self) -> usize {
+        self.speech_frames + self.silence_frames
+    }
+
+    /// Whether frame `k` of a call is the first speech frame after a silence (frame 0 starts the
+    /// call and is not one).
+    pub(crate) fn is_onset(self, k: usize) -> bool {
+        k > 0 && k % self.cycle().max(1) == 0
+    }
+}
+
+/// Voiced 20 ms frames needed at the start of a speech segment: the simulator's VAD reports
+/// speech after 60 ms of voiced audio, so onsets start with that many voiced frames.
+const VOICED_LEAD_FRAMES: usize = 3;
+
+/// Like [`media_frames`], but cycling `pattern`: each speech segment is taken from `audio`
+/// (looped) starting where [`VOICED_LEAD_FRAMES`] voiced frames in a row begin (RMS at or above
+/// the simulator's VAD threshold), followed by digital silence. Frame `k` is a speech onset iff
+/// [`BargeIn::is_onset`]`(k)`.
+///
+/// # Errors
+/// If `audio` has no voiced run long enough or the pattern has no speech.
+pub(crate) fn barge_in_frames(
+    provider: BenchProvider,
+    audio: &[u8],
+    pattern: BargeIn,
+    count: usize,
+) -> anyhow::Result<Vec<Message>> {
+    if pattern.speech_frames < VOICED_LEAD_FRAMES {
+        anyhow::bail!("a barge-in speech segment needs at least {VOICED_LEAD_FRAMES} frames");
+    }
+    let fb = provider.frame_bytes();
+    let format = provider.format();
+    let threshold = crate::sim::realtime::SimVad::default().rms_threshold;
+    let mut linear = Vec::with_capacity(fb);
+    let frames: Vec<(String, bool)> = audio
+        .chunks_exact(fb)
+        .map(|f| {
+            linear.clear();
+            match format.encoding {
+                Encoding::Pcmu => g711::decode_ulaw(f, &mut linear),
+                Encoding::Pcma => g711::decode_alaw(f, &mut linear),
+                Encoding::L16(order) => {
+                    l16::decode(f, order, &mut linear);
+                }
+            }
+            (BASE64.encode(f), rms(&linear) >= threshold)
+        })
+        .collect();
+    let n = frames.len();
+    let voiced_at = |i: usize| (0..VOICED_LEAD_FRAMES).all(|j| frames[(i + j) % n].1);
+    let silence = BASE64.encode(vec![format.silence_byte(); fb]);
+    let mut payloads = Vec::new();
+    let mut cursor = 0usize;
+    // One speech segment per cycle until the clip has been walked through once.
+    while cursor < n {
+        let Some(skip) = (0..n).find(|&d| voiced_at(cursor + d)) else {
+            anyhow::bail!("the caller audio has no {VOICED_LEAD_FRAMES} voiced frames in a row");
+        };
+        cursor += skip;
+        for j in 0..pattern.speech_frames {
+            payloads.push(frames[(cursor + j) % n].0.clone());
+        }
+        cursor += pattern.speech_frames;
+        payloads.extend(std::iter::repeat_n(silence.clone(), pattern.silence_frames));
+    }
+    Ok(frames_of(provider, &payloads, count))
+}
+
+/// Root mean square of linear samples (as the simulator's VAD computes it).
+fn rms(samples: &[i16]) -> f32 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let sum: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    (sum / samples.len() as f64).sqrt() as f32
+}
+
+/// `count` `media` messages cycling `payloads` (see [`media_frames`]).
+fn frames_of(provider: BenchProvider, payloads: &[String], count: usize) -> Vec<Message> {
     let mut frames = Vec::with_capacity(count);
     for k in 0..count {
         let payload = payloads.get(k % payloads.len().max(1)).map_or("", String::as_str);
@@ -347,6 +445,33 @@ mod tests {
         let mut codec =
             crate::core::telephony::ProviderCodec::new(crate::core::telephony::Dialect::Twilio, 1 << 16);
         assert!(codec.decode(frames[0].to_text().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn barge_in_frames_alternate_voiced_speech_and_silence() {
+        let pattern = BargeIn { speech_frames: 150, silence_frames: 100 };
+        assert!(!pattern.is_onset(0) && pattern.is_onset(250) && !pattern.is_onset(251));
+        let threshold = crate::sim::realtime::SimVad::default().rms_threshold;
+        let audio = caller_audio(BenchProvider::Twilio).unwrap();
+        let frames = barge_in_frames(BenchProvider::Twilio, &audio, pattern, 1000).unwrap();
+        assert_eq!(frames.len(), 1000);
+        let payload =
+            |k: usize| BASE64.decode(parse(&frames[k])["media"]["payload"].as_str().unwrap()).unwrap();
+        let loud = |k: usize| {
+            let mut lin = Vec::new();
+            g711::decode_ulaw(&payload(k), &mut lin);
+            rms(&lin) >= threshold
+        };
+        for onset in [0, 250, 500, 750] {
+            assert!((onset..onset + 3).all(loud), "onset {onset} starts voiced");
+            assert!((onset + 150..onset + 250).all(|k| payload(k) == [0xFF; 160]), "silence after {onset}");
+        }
+        assert_eq!(parse(&frames[999])["media"]["timestamp"], "19980");
+        let l16 = caller_audio(BenchProvider::SignalwireL16).unwrap();
+        let frames = barge_in_frames(BenchProvider::SignalwireL16, &l16, pattern, 300).unwrap();
+        let silent = BASE64.decode(parse(&frames[200])["media"]["payload"].as_str().unwrap()).unwrap();
+        assert_eq!(silent, [0u8; 640]);
+        assert!(barge_in_frames(BenchProvider::Twilio, &[0xFF; 1600], pattern, 10).is_err(), "no speech");
     }
 
     #[test]

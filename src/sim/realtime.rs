@@ -66,8 +66,16 @@ pub struct SimConfig {
     /// A failure to inject, for error-path tests.
     pub fault: Option<SimFault>,
     /// Echo mode (load tests): every appended audio chunk comes straight back as an output
-    /// audio delta; no VAD, no replies.
+    /// audio delta of one endless response; no replies, and no VAD unless [`echo_vad`] is set.
+    /// `response.cancel` ends the echo response (a fresh one starts with the next append) and
+    /// `conversation.item.truncate` of its item is checked against the audio echoed so far.
+    ///
+    /// [`echo_vad`]: Self::echo_vad
     pub echo: bool,
+    /// With [`echo`](Self::echo): also run the energy VAD on the appended audio and send
+    /// `input_audio_buffer.speech_started` / `speech_stopped` (no commits, no responses), so the
+    /// bridge's barge-in (`clear`, truncate, cancel) can be load-tested. Ignored without echo.
+    pub echo_vad: bool,
 }
 
 impl Default for SimConfig {
@@ -81,6 +89,7 @@ impl Default for SimConfig {
             capture_path: None,
             fault: None,
             echo: false,
+            echo_vad: false,
         }
     }
 }

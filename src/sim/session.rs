@@ -29,6 +29,10 @@ const TRANSCRIPT_DELAY: Duration = Duration::from_millis(150);
 /// Minimum buffered audio for a manual `input_audio_buffer.commit` (API reference §1.5).
 const MIN_COMMIT_MS: u64 = 100;
 
+/// Ended echo responses whose item can still be truncated (the bridge truncates before it
+/// cancels, so one would do; a few cover reordering).
+const ECHO_ITEMS_KEPT: usize = 4;
+
 /// What the session wants the shell to do.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Output {
@@ -67,6 +71,15 @@ struct ActiveResponse {
     chunks: usize,
     started: Instant,
     next_due: Instant,
+}
+
+/// Echo mode's endless response.
+#[derive(Debug)]
+struct EchoResponse {
+    id: String,
+    item_id: String,
+    /// Audio bytes echoed in this response so far (the truncation limit).
+    sent_bytes: u64,
 }
 
 /// Why a response ends.
@@ -119,8 +132,14 @@ pub(crate) struct Session {
     last_input_tokens: u64,
     scratch: Vec<i16>,
     vad_events: Vec<VadEvent>,
-    /// Echo mode's endless response: (response id, item id).
-    echo_response: Option<(String, String)>,
+    /// Echo mode's endless response, until the client cancels it.
+    echo_response: Option<EchoResponse>,
+    /// Items of recently cancelled echo responses with the ms echoed in each, oldest first.
+    echo_ended: VecDeque<(String, u64)>,
+    /// Echo mode with VAD: decoded bytes of the current append (reused).
+    echo_bytes: Vec<u8>,
+    /// Whether `turn_detection` is set (cached for echo mode's VAD).
+    turn_detection_on: bool,
 }
 
 impl Session {
@@ -156,6 +175,9 @@ impl Session {
             scratch: Vec::new(),
             vad_events: Vec::new(),
             echo_response: None,
+            echo_ended: VecDeque::with_capacity(ECHO_ITEMS_KEPT),
+            echo_bytes: Vec::new(),
+            turn_detection_on: true,
         };
         s.log(SimEventKind::Connected { model });
         let session = s.session.clone();
@@ -217,7 +239,7 @@ impl Session {
         if self.closed {
             return;
         }
-        if self.cfg.echo && self.echo(text) {
+        if self.cfg.echo && self.echo(text, now) {
             return;
         }
         let event: Value = match serde_json::from_str(text) {
@@ -282,8 +304,9 @@ impl Session {
     /// Echo mode: each appended chunk comes straight back as an output audio delta of one
     /// endless response, so round trips through the bridge can be timed without a model. Only
     /// appends take this path (without building a JSON tree, to keep the simulator cheap under
-    /// load); everything else is handled normally. Returns whether `text` was consumed.
-    fn echo(&mut self, text: &str) -> bool {
+    /// load); everything else is handled normally. With `echo_vad` the chunk also goes through
+    /// the energy VAD (decoded into reused buffers). Returns whether `text` was consumed.
+    fn echo(&mut self, text: &str, now: Instant) -> bool {
         const APPEND: &str = r#"{"type":"input_audio_buffer.append","audio":""#;
         let Some(rest) = text.strip_prefix(APPEND) else { return false };
         let Some(audio) = rest.strip_suffix(r#""}"#) else { return false };
@@ -291,26 +314,96 @@ impl Session {
             return false;
         }
         if self.echo_response.is_none() {
-            let response_id = self.ids.base62("resp_", 20);
+            let id = self.ids.base62("resp_", 20);
             let item_id = self.ids.base62("item_", 20);
             self.emit(json!({"type": "response.created", "response": {
-                "id": response_id, "object": "realtime.response", "status": "in_progress", "output": []}}));
-            self.echo_response = Some((response_id, item_id));
+                "id": id, "object": "realtime.response", "status": "in_progress", "output": []}}));
+            self.echo_response = Some(EchoResponse { id, item_id, sent_bytes: 0 });
         }
-        let Some((response_id, item_id)) = &self.echo_response else { return false };
+        let Some(r) = &mut self.echo_response else { return false };
+        r.sent_bytes += base64_decoded_len(audio) as u64;
         self.deltas_sent += 1;
         let mut out = String::with_capacity(audio.len() + 200);
         out.push_str(r#"{"type":"response.output_audio.delta","event_id":"event_echo"#);
         out.push_str(&self.deltas_sent.to_string());
         out.push_str(r#"","response_id":""#);
-        out.push_str(response_id);
+        out.push_str(&r.id);
         out.push_str(r#"","item_id":""#);
-        out.push_str(item_id);
+        out.push_str(&r.item_id);
         out.push_str(r#"","output_index":0,"content_index":0,"delta":""#);
         out.push_str(audio);
         out.push_str(r#""}"#);
         self.out.push_back(Output::Text(out));
+        if self.cfg.echo_vad {
+            self.echo_vad(audio, now);
+        }
         true
+    }
+
+    /// Echo mode's VAD: decodes `audio` (base64, in the input format) like
+    /// [`on_append`](Self::on_append) but into reused buffers, and reports speech start and stop
+    /// (no commits, no responses).
+    fn echo_vad(&mut self, audio: &str, now: Instant) {
+        let mut bytes = std::mem::take(&mut self.echo_bytes);
+        bytes.clear();
+        bytes.extend_from_slice(&self.carry);
+        self.carry.clear();
+        if BASE64.decode_vec(audio, &mut bytes).is_err() {
+            // Echoed as sent; the VAD just skips what it cannot read.
+            self.echo_bytes = bytes;
+            return;
+        }
+        let format = self.input_format;
+        let mut samples = std::mem::take(&mut self.scratch);
+        samples.clear();
+        let used = decode_to_linear(format, &bytes, &mut samples);
+        self.carry.extend_from_slice(&bytes[used..]);
+        let mut events = std::mem::take(&mut self.vad_events);
+        events.clear();
+        self.vad.push(&samples, format.sample_rate_hz, &mut events);
+        self.scratch = samples;
+        self.echo_bytes = bytes;
+        if self.turn_detection_on {
+            for ev in &events {
+                self.on_vad(*ev, now);
+            }
+        } else {
+            self.vad.reset();
+        }
+        self.vad_events = events;
+    }
+
+    /// Ends the echo response as cancelled by the client; the next append starts a new one.
+    fn end_echo_response(&mut self) {
+        let Some(r) = self.echo_response.take() else { return };
+        let sent_ms = r.sent_bytes / self.output_format.bytes_per_ms().max(1) as u64;
+        let item = json!({
+            "id": r.item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": "incomplete",
+            "role": "assistant",
+            "content": [{"type": "output_audio", "transcript": ""}],
+        });
+        self.emit(json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}));
+        let details = json!({"type": "cancelled", "reason": "client_cancelled"});
+        let usage = self.usage(sent_ms, "");
+        let response = self.response_json(&r.id, "cancelled", details, json!([item]), usage);
+        self.emit(json!({"type": "response.done", "response": response}));
+        self.agent_audio_ms += sent_ms;
+        if self.echo_ended.len() == ECHO_ITEMS_KEPT {
+            self.echo_ended.pop_front();
+        }
+        self.echo_ended.push_back((r.item_id, sent_ms));
+        self.log(SimEventKind::ResponseDone { response_id: r.id, status: "cancelled".to_owned() });
+    }
+
+    /// Ms of audio echoed in `item_id`, if it is an echo response's item.
+    fn echo_item_ms(&self, item_id: &str) -> Option<u64> {
+        if let Some(r) = self.echo_response.as_ref().filter(|r| r.item_id == item_id) {
+            return Some(r.sent_bytes / self.output_format.bytes_per_ms().max(1) as u64);
+        }
+        self.echo_ended.iter().find(|(id, _)| id == item_id).map(|(_, ms)| *ms)
     }
 
     // ----- session -----
@@ -351,6 +444,7 @@ impl Session {
         self.input_format = input;
         self.output_format = output;
         self.session = next;
+        self.turn_detection_on = self.turn_detection().is_some();
         let session = self.session.clone();
         self.emit(json!({"type": "session.updated", "session": session}));
         let input_format = self.session["audio"]["input"]["format"]["type"].as_str().unwrap_or("").to_owned();
@@ -428,6 +522,10 @@ impl Session {
                     "item_id": item_id,
                 }));
                 self.log(SimEventKind::SpeechStarted { audio_start_ms });
+                // Echo mode: the client cancels the echo response itself.
+                if self.cfg.echo {
+                    return;
+                }
                 if self.response.is_some() && self.td_flag("interrupt_response") {
                     self.end_response(EndReason::TurnDetected);
                 }
@@ -440,6 +538,10 @@ impl Session {
                     "item_id": item_id,
                 }));
                 self.log(SimEventKind::SpeechStopped { audio_end_ms });
+                // Echo mode: speech events only, no turns.
+                if self.cfg.echo {
+                    return;
+                }
                 self.commit_user_turn(item_id, audio_end_ms.saturating_sub(voiced_start), now);
                 if self.td_flag("create_response") && self.response.is_none() {
                     self.start_response(now);
@@ -593,13 +695,20 @@ impl Session {
         let item_id = required_str(event, "item_id")?;
         let content_index = required_u64(event, "content_index")?;
         let audio_end_ms = required_u64(event, "audio_end_ms")?;
-        let Some(item) = self.items.get(&item_id) else { return Err(item_not_found(&item_id)) };
-        let Some(sent_ms) = item.audio_ms else {
-            return Err(client_error(
-                "invalid_value",
-                format!("Only assistant messages with audio can be truncated; '{item_id}' is not one."),
-                Some("item_id"),
-            ));
+        let sent_ms = match self.echo_item_ms(&item_id) {
+            Some(ms) => ms,
+            None => {
+                let Some(item) = self.items.get(&item_id) else { return Err(item_not_found(&item_id)) };
+                item.audio_ms.ok_or_else(|| {
+                    client_error(
+                        "invalid_value",
+                        format!(
+                            "Only assistant messages with audio can be truncated; '{item_id}' is not one."
+                        ),
+                        Some("item_id"),
+                    )
+                })?
+            }
         };
         if content_index != 0 {
             return Err(client_error(
@@ -645,6 +754,13 @@ impl Session {
     fn on_response_cancel(&mut self, event: &Value) -> Result<(), ClientError> {
         self.log(SimEventKind::CancelReceived);
         let wanted = event.get("response_id").and_then(Value::as_str);
+        if self.response.is_none()
+            && let Some(echo) = &self.echo_response
+            && wanted.is_none_or(|id| id == echo.id)
+        {
+            self.end_echo_response();
+            return Ok(());
+        }
         let matches = match (&self.response, wanted) {
             (Some(r), Some(id)) => r.id == id,
             (Some(_), None) => true,
@@ -930,6 +1046,14 @@ impl Session {
     }
 }
 
+/// Bytes that standard base64 text of this length decodes to (padded or not), without
+/// decoding (invalid text gives a meaningless but harmless count).
+fn base64_decoded_len(b64: &str) -> usize {
+    let b = b64.as_bytes();
+    let pad = b.iter().rev().take(2).take_while(|&&c| c == b'=').count();
+    (b.len() - pad) * 3 / 4
+}
+
 /// When the delta after `sent_ms` of audio is due: `speed` × real time from `started`.
 /// A non-positive or non-finite speed means "as fast as possible".
 fn pace(started: Instant, sent_ms: u64, speed: f32) -> Instant {
@@ -1206,6 +1330,7 @@ mod tests {
             capture_path: None,
             fault,
             echo: false,
+            echo_vad: false,
         })
     }
 
@@ -1274,6 +1399,118 @@ mod tests {
         }
         assert_eq!(created, 1);
         assert_eq!(deltas, vec![audio.clone(), audio]);
+    }
+
+    /// Appends `ulaw` in 20 ms frames as the bridge's encoder writes them (echo's fast path);
+    /// returns every server event, fast-path text parsed.
+    fn echo_frames(s: &mut Session, ulaw: &[u8]) -> Vec<Value> {
+        for frame in ulaw.chunks(160) {
+            let text =
+                format!(r#"{{"type":"input_audio_buffer.append","audio":"{}"}}"#, BASE64.encode(frame));
+            s.handle_client_text(&text, Instant::now());
+        }
+        drain(s)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Text(t) => Some(serde_json::from_str(&t).unwrap()),
+                Output::Event(v) => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn of_type<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+        evs.iter().filter(|e| e["type"] == kind).collect()
+    }
+
+    #[test]
+    fn echo_vad_reports_speech_and_answers_truncate_and_cancel() {
+        let echo_cfg = |echo_vad| Arc::new(SimConfig { echo: true, echo_vad, ..(*cfg(None)).clone() });
+        let loud: Vec<u8> = (0..160 * 10).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let silence = [0xFFu8; 160 * 30];
+
+        // Plain echo: no VAD, whatever the audio.
+        let mut s = Session::new(echo_cfg(false), None);
+        drain(&mut s);
+        pcmu_session(&mut s, json!({"type": "server_vad"}));
+        let evs = echo_frames(&mut s, &loud);
+        assert!(of_type(&evs, "input_audio_buffer.speech_started").is_empty(), "{evs:?}");
+
+        let mut s = Session::new(echo_cfg(true), None);
+        drain(&mut s);
+        pcmu_session(&mut s, json!({"type": "server_vad"}));
+        // 200 ms of silence, then speech: started after 60 ms voiced, at 200 - 300 → 0 ms.
+        let mut evs = echo_frames(&mut s, &silence[..160 * 10]);
+        assert!(of_type(&evs, "input_audio_buffer.speech_started").is_empty());
+        evs.extend(echo_frames(&mut s, &loud));
+        let started = of_type(&evs, "input_audio_buffer.speech_started");
+        assert_eq!(started.len(), 1, "{evs:?}");
+        assert_eq!(started[0]["audio_start_ms"], 0);
+        let speech_item = started[0]["item_id"].as_str().unwrap().to_owned();
+        assert!(speech_item.starts_with("item_"));
+        // 600 ms of silence: speech_stopped, but echo mode never commits or answers.
+        evs.extend(echo_frames(&mut s, &silence));
+        let stopped = of_type(&evs, "input_audio_buffer.speech_stopped");
+        assert_eq!(stopped.len(), 1, "{evs:?}");
+        assert_eq!(stopped[0]["item_id"], speech_item.as_str());
+        for kind in ["input_audio_buffer.committed", "conversation.item.added", "response.done"] {
+            assert!(of_type(&evs, kind).is_empty(), "{kind} in echo mode: {evs:?}");
+        }
+        assert_eq!(of_type(&evs, "response.created").len(), 1);
+        let deltas = of_type(&evs, "response.output_audio.delta");
+        assert_eq!(deltas.len(), 50, "every append is echoed");
+        let response_id = deltas[0]["response_id"].as_str().unwrap().to_owned();
+        let item_id = deltas[0]["item_id"].as_str().unwrap().to_owned();
+
+        // 50 frames = 1000 ms echoed: truncating beyond fails, at or below succeeds.
+        let t0 = Instant::now();
+        let trunc = |ms: u64| {
+            json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": ms})
+                .to_string()
+        };
+        s.handle_client_text(&trunc(1001), t0);
+        assert_eq!(events(&drain(&mut s))[0]["error"]["param"], "audio_end_ms");
+        s.handle_client_text(&trunc(1000), t0);
+        let truncated = &events(&drain(&mut s))[0];
+        assert_eq!(truncated["type"], "conversation.item.truncated");
+        assert_eq!(truncated["audio_end_ms"], 1000);
+
+        // Cancelling another response fails; cancelling the echo response ends it.
+        s.handle_client_text(r#"{"type":"response.cancel","response_id":"resp_other"}"#, t0);
+        assert_eq!(events(&drain(&mut s))[0]["error"]["code"], "response_cancel_not_active");
+        let cancel = json!({"type": "response.cancel", "response_id": response_id}).to_string();
+        s.handle_client_text(&cancel, t0);
+        let evs = events(&drain(&mut s));
+        let done = of_type(&evs, "response.done");
+        assert_eq!(done.len(), 1, "{evs:?}");
+        assert_eq!(done[0]["response"]["id"], response_id.as_str());
+        assert_eq!(done[0]["response"]["status"], "cancelled");
+        assert_eq!(done[0]["response"]["status_details"]["reason"], "client_cancelled");
+        s.handle_client_text(&cancel, t0);
+        assert_eq!(events(&drain(&mut s))[0]["error"]["code"], "response_cancel_not_active");
+        // A late truncate of the ended item is still answered.
+        s.handle_client_text(&trunc(500), t0);
+        assert_eq!(events(&drain(&mut s))[0]["type"], "conversation.item.truncated");
+
+        // The next append starts a fresh echo response.
+        let evs = echo_frames(&mut s, &silence[..160]);
+        let created = of_type(&evs, "response.created");
+        assert_eq!(created.len(), 1, "{evs:?}");
+        let fresh = created[0]["response"]["id"].as_str().unwrap();
+        assert_ne!(fresh, response_id);
+        let delta = of_type(&evs, "response.output_audio.delta")[0];
+        assert_eq!(delta["response_id"], fresh);
+        assert_ne!(delta["item_id"], item_id.as_str());
+        // Speech after silence starts again.
+        let evs = echo_frames(&mut s, &loud);
+        assert_eq!(of_type(&evs, "input_audio_buffer.speech_started").len(), 1, "{evs:?}");
+
+        // turn_detection null: no speech events even with echo_vad.
+        let mut s = Session::new(echo_cfg(true), None);
+        drain(&mut s);
+        pcmu_session(&mut s, Value::Null);
+        let evs = echo_frames(&mut s, &loud);
+        assert!(of_type(&evs, "input_audio_buffer.speech_started").is_empty(), "{evs:?}");
     }
 
     #[test]
