@@ -169,6 +169,21 @@ pub struct UpstreamConfig {
     pub max_message_bytes: usize,
 }
 
+impl UpstreamConfig {
+    /// Settings for the built-in Realtime simulator at `url` (demo, tests, load runs): a
+    /// placeholder key, bearer auth, a 5 s connect timeout.
+    pub fn simulator(url: String) -> Self {
+        Self {
+            url,
+            model: DEFAULT_OPENAI_REALTIME_MODEL.to_owned(),
+            api_key: "sim-key-not-a-secret".to_owned(),
+            auth: AuthStyle::Bearer,
+            connect_timeout: std::time::Duration::from_secs(5),
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
 impl std::fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamConfig")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::sync::mpsc;
 
-use crate::config::{self, AuthStyle, UpstreamConfig};
+use crate::config::{self, UpstreamConfig};
 use crate::core::audio::{AudioFormat, ByteOrder, Encoding};
 use crate::core::call::Role;
 use crate::driver::{CallRecord, Shared};
@@ -106,14 +106,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
         (None, cfg.upstream)
     } else {
         let sim = sim_rt::start(sim_config(opts.capture.clone())?, loopback).await?;
-        let upstream = UpstreamConfig {
-            url: sim.url(),
-            model: config::DEFAULT_OPENAI_REALTIME_MODEL.to_owned(),
-            api_key: "sim-key-not-a-secret".to_owned(),
-            auth: AuthStyle::Bearer,
-            connect_timeout: Duration::from_secs(5),
-            max_message_bytes: 16 * 1024 * 1024,
-        };
+        let upstream = UpstreamConfig::simulator(sim.url());
         (Some(sim), upstream)
     };
     let mut params = config::default_call_params();

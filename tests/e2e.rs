@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callbridge::config::{self, AuthStyle, UpstreamConfig};
+use callbridge::config::{self, UpstreamConfig};
 use callbridge::core::call::Role;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
 use callbridge::driver::{CallRecord, Shared};
@@ -76,14 +76,7 @@ async fn rig(tune: impl FnOnce(&mut callbridge::core::call::CallParams), max_cal
     simcfg.speed = 50.0;
     simcfg.vad.silence_ms = 800;
     let sim = sim_rt::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
-    let upstream = UpstreamConfig {
-        url: sim.url(),
-        model: "gpt-realtime".into(),
-        api_key: "sim-key-not-a-secret".into(),
-        auth: AuthStyle::Bearer,
-        connect_timeout: Duration::from_secs(5),
-        max_message_bytes: 16 << 20,
-    };
+    let upstream = UpstreamConfig::simulator(sim.url());
     let mut params = config::default_call_params();
     tune(&mut params);
     let (tx, records) = mpsc::channel(16);
@@ -253,14 +246,8 @@ async fn dead_upstream_ends_the_call_with_a_reason() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/v1/realtime", dead.local_addr().unwrap());
     drop(dead);
-    let upstream = UpstreamConfig {
-        url,
-        model: "gpt-realtime".into(),
-        api_key: "k".into(),
-        auth: AuthStyle::Bearer,
-        connect_timeout: Duration::from_secs(2),
-        max_message_bytes: 1 << 20,
-    };
+    let upstream =
+        UpstreamConfig { connect_timeout: Duration::from_secs(2), ..UpstreamConfig::simulator(url) };
     let (tx, mut records) = mpsc::channel(4);
     let shared = Arc::new(Shared::new(upstream, config::default_call_params(), 65536, 4, Some(tx)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

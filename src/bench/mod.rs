@@ -294,21 +294,14 @@ mod tests {
         hold: Duration,
         barge_in: Option<wire::BargeIn>,
     ) -> (RunReport, Vec<crate::sim::realtime::SimLogEntry>) {
-        use crate::config::{self, AuthStyle, UpstreamConfig};
+        use crate::config::{self, UpstreamConfig};
         use crate::driver::Shared;
         use std::sync::Arc;
 
         let _ = rustls::crypto::ring::default_provider().install_default();
         let simcfg = crate::sim::realtime::SimConfig { echo: true, echo_vad, ..Default::default() };
         let sim = crate::sim::realtime::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
-        let upstream = UpstreamConfig {
-            url: sim.url(),
-            model: "gpt-realtime".into(),
-            api_key: "sim-key-not-a-secret".into(),
-            auth: AuthStyle::Bearer,
-            connect_timeout: Duration::from_secs(5),
-            max_message_bytes: 16 << 20,
-        };
+        let upstream = UpstreamConfig::simulator(sim.url());
         let shared = Arc::new(Shared::new(
             upstream,
             config::default_call_params(),
