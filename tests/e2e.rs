@@ -53,6 +53,18 @@ async fn passthrough_call_with_barge_in() {
     let report = demo_call(DemoProvider::Twilio, false, "e2e-passthrough").await;
     check_demo(&report);
     assert!(report.timeline.iter().any(|l| l.contains("passthrough")));
+    // The call shows in /metrics (the recorder is per process, so other tests may add to it).
+    let text = callbridge::metrics::install().unwrap().render();
+    for line in [
+        "callbridge_barge_ins_total",
+        "callbridge_barge_in_reaction_seconds_count",
+        "callbridge_first_audio_latency_seconds_count",
+        "callbridge_calls_total{reason=\"provider_stop\"}",
+        "callbridge_frames_in_total{provider=\"twilio\"}",
+        "callbridge_frames_out_total{provider=\"twilio\"}",
+    ] {
+        assert!(metric(&text, line) >= 1.0, "{line} missing in\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,8 @@ struct CallDriver<'s> {
     close: Option<(u16, &'static str)>,
     /// A barge-in happened while handling the current input.
     barged_in: bool,
+    /// When the input being handled was read from its socket.
+    input_at: Instant,
     /// The provider socket can still be read (false after its close, so a draining call
     /// does not spin on a finished stream).
     provider_open: bool,
@@ -190,6 +192,7 @@ impl<'s> CallDriver<'s> {
             text: String::with_capacity(1024),
             close: None,
             barged_in: false,
+            input_at: now,
             provider_open: true,
             frames_in: m::frames_in_counter(dialect.name()),
             frames_out: m::frames_out_counter(dialect.name()),
@@ -207,7 +210,6 @@ impl<'s> CallDriver<'s> {
         let stopped = stop_calls.cancelled();
         tokio::pin!(stopped);
         let end = loop {
-            let received_at = Instant::now();
             self.barged_in = false;
             match self.flush().await {
                 Ok(Some(reason)) => break reason,
@@ -216,7 +218,7 @@ impl<'s> CallDriver<'s> {
             }
             if self.barged_in {
                 // From reading the speech_started event to the clear being written.
-                m::barge_in(received_at.elapsed());
+                m::barge_in(self.input_at.elapsed());
             }
             let deadline = self.call.poll_timeout();
             tokio::select! {
@@ -366,6 +368,7 @@ impl<'s> CallDriver<'s> {
 
     fn on_provider(&mut self, msg: Option<Result<Message, axum::Error>>, provider: &'static str) {
         let now = Instant::now();
+        self.input_at = now;
         match msg {
             Some(Ok(Message::Text(text))) => match self.codec.decode(text.as_str()) {
                 Ok(ProviderEvent::Unknown { kind }) => {
@@ -410,6 +413,7 @@ impl<'s> CallDriver<'s> {
 
     fn on_upstream(&mut self, msg: Option<Result<tungstenite::Message, tungstenite::Error>>) {
         let now = Instant::now();
+        self.input_at = now;
         match msg {
             Some(Ok(tungstenite::Message::Text(text))) => match self.decoder.decode(text.as_str()) {
                 Ok(ev) => self.call.handle_realtime(now, ev),
