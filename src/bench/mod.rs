@@ -16,7 +16,6 @@
 //! | `run` | one run: plan, shards, hold window, server figures at its edges |
 //! | `shard` | one task per 16 calls: connects, one 20 ms ticker, a `SelectAll` of read halves |
 //! | `wire` | prebuilt shared frames, per-call messages, borrowed decoding of bridge messages |
-//! | `playback` | the provider's playback queue as counters: marks and `clear` |
 //! | `latency` | FIFO round-trip matching, loss, HDR summaries |
 //! | `probe` | `/proc/PID` and `/metrics` readers, settling between sweep runs |
 //! | `report`, `chart` | JSON, the stdout table, the SVG chart |
@@ -52,7 +51,6 @@
 
 mod chart;
 mod latency;
-mod playback;
 mod probe;
 mod report;
 mod run;

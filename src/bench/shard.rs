@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::latency::{self, RoundTrip};
-use super::playback::Playback;
+use crate::sim::playback::Playback;
 use super::wire::{self, BargeIn, BenchProvider, CallIds, FromBridge};
 
 /// Frame period of a media stream.

@@ -16,6 +16,6 @@ pub mod ids;
 pub mod realtime;
 
 mod audio;
-mod playback;
+pub(crate) mod playback;
 mod session;
 mod vad;
