@@ -263,30 +263,28 @@ impl ProviderCodec {
     /// the documented order and strings escaped as JSON requires. Does not clear `out`.
     pub fn encode(&self, cmd: &ProviderCommand<'_>, out: &mut String) {
         // Both dialects take the same outbound shapes (reference §1.4, §2.2).
-        match *cmd {
+        let (event, stream_sid, body) = match *cmd {
             ProviderCommand::Media { stream_sid, payload_b64 } => {
-                out.reserve(56 + stream_sid.len() + payload_b64.len());
-                out.push_str(r#"{"event":"media","streamSid":"#);
-                crate::core::json::push_str(out, stream_sid);
-                out.push_str(r#","media":{"payload":"#);
-                crate::core::json::push_str(out, payload_b64);
-                out.push_str("}}");
+                ("media", stream_sid, Some(("media", "payload", payload_b64)))
             }
-            ProviderCommand::Mark { stream_sid, name } => {
-                out.reserve(50 + stream_sid.len() + name.len());
-                out.push_str(r#"{"event":"mark","streamSid":"#);
-                crate::core::json::push_str(out, stream_sid);
-                out.push_str(r#","mark":{"name":"#);
-                crate::core::json::push_str(out, name);
-                out.push_str("}}");
-            }
-            ProviderCommand::Clear { stream_sid } => {
-                out.reserve(32 + stream_sid.len());
-                out.push_str(r#"{"event":"clear","streamSid":"#);
-                crate::core::json::push_str(out, stream_sid);
-                out.push('}');
-            }
+            ProviderCommand::Mark { stream_sid, name } => ("mark", stream_sid, Some(("mark", "name", name))),
+            ProviderCommand::Clear { stream_sid } => ("clear", stream_sid, None),
+        };
+        out.reserve(48 + stream_sid.len() + body.map_or(0, |(_, _, v)| v.len()));
+        out.push_str(r#"{"event":""#);
+        out.push_str(event);
+        out.push_str(r#"","streamSid":"#);
+        crate::core::json::push_str(out, stream_sid);
+        if let Some((object, field, value)) = body {
+            out.push_str(r#",""#);
+            out.push_str(object);
+            out.push_str(r#"":{""#);
+            out.push_str(field);
+            out.push_str(r#"":"#);
+            crate::core::json::push_str(out, value);
+            out.push('}');
         }
+        out.push('}');
     }
 }
 
