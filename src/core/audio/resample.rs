@@ -118,16 +118,6 @@ impl StreamResampler {
         })
     }
 
-    /// Input rate (Hz).
-    pub fn from_hz(&self) -> u32 {
-        self.from_hz
-    }
-
-    /// Output rate (Hz).
-    pub fn to_hz(&self) -> u32 {
-        self.to_hz
-    }
-
     /// Whether the rates are equal and samples are copied unchanged.
     pub fn is_identity(&self) -> bool {
         self.engine.is_none()

@@ -58,16 +58,6 @@ impl Transcoder {
         self.provider == self.model
     }
 
-    /// The telephony provider's format.
-    pub fn provider_format(&self) -> AudioFormat {
-        self.provider
-    }
-
-    /// The model's format.
-    pub fn model_format(&self) -> AudioFormat {
-        self.model
-    }
-
     /// Converts provider audio bytes to the model format, appending to `out`.
     ///
     /// Any chunk length is accepted; an odd trailing L16 byte is kept for the next call.

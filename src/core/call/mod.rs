@@ -5,7 +5,8 @@
 //! until it returns `None` and sleep until [`Call::poll_timeout`]. It never reads a clock or
 //! touches a socket, so tests drive it on a virtual clock.
 //!
-//! Phases: `AwaitingStart → Connecting → Live → Draining → Ended(reason)`.
+//! Phases: `AwaitingStart → Connecting → Live → Draining → Ended`; the end reason goes out
+//! once, as [`Output::End`].
 
 mod playback;
 mod pool;
@@ -278,14 +279,13 @@ enum Phase {
     Connecting { bridge: Box<Bridge>, deadline: Instant, pending: VecDeque<String>, pending_ms: u64 },
     Live { bridge: Box<Bridge> },
     Draining { bridge: Box<Bridge>, deadline: Instant, reason: EndReason },
-    Ended(EndReason),
+    Ended,
 }
 
 /// Everything a started call has: both formats, inbound and outbound audio state.
 #[derive(Debug)]
 struct Bridge {
     stream_sid: String,
-    call_sid: String,
     provider_format: AudioFormat,
     model_format: AudioFormat,
     /// `None` in passthrough.
@@ -299,7 +299,6 @@ struct Bridge {
     cancelled: VecDeque<String>,
     /// When the caller last stopped speaking, until the first agent frame goes out.
     awaiting_first_audio: Option<Instant>,
-    caller_item: Option<String>,
     sends: Vec<Send>,
 }
 
@@ -343,19 +342,6 @@ impl Call {
         self.bridge().map(|b| b.stream_sid.as_str())
     }
 
-    /// The provider's call id, once started.
-    pub fn call_sid(&self) -> Option<&str> {
-        self.bridge().map(|b| b.call_sid.as_str())
-    }
-
-    /// The reason, once the call has ended.
-    pub fn end_reason(&self) -> Option<&EndReason> {
-        match &self.phase {
-            Phase::Ended(r) => Some(r),
-            _ => None,
-        }
-    }
-
     /// Phase name for logs: `awaiting_start`, `connecting`, `live`, `draining`, `ended`.
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
@@ -363,7 +349,7 @@ impl Call {
             Phase::Connecting { .. } => "connecting",
             Phase::Live { .. } => "live",
             Phase::Draining { .. } => "draining",
-            Phase::Ended(_) => "ended",
+            Phase::Ended => "ended",
         }
     }
 
@@ -388,7 +374,7 @@ impl Call {
             Phase::AwaitingStart { deadline } => Some(*deadline),
             Phase::Connecting { deadline, .. } => Some(*deadline),
             Phase::Draining { deadline, .. } => Some(*deadline),
-            Phase::Live { .. } | Phase::Ended(_) => None,
+            Phase::Live { .. } | Phase::Ended => None,
         }
     }
 
@@ -397,7 +383,7 @@ impl Call {
             Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
                 Some(bridge)
             }
-            Phase::AwaitingStart { .. } | Phase::Ended(_) => None,
+            Phase::AwaitingStart { .. } | Phase::Ended => None,
         }
     }
 
@@ -460,7 +446,7 @@ impl Call {
             }
         };
         self.event(CallEvent::Started {
-            call_sid: s.call_sid.clone(),
+            call_sid: s.call_sid,
             stream_sid: s.stream_sid.clone(),
             provider_format,
             model_format,
@@ -470,7 +456,6 @@ impl Call {
         let p = &self.params;
         let bridge = Box::new(Bridge {
             stream_sid: s.stream_sid,
-            call_sid: s.call_sid,
             provider_format,
             model_format,
             transcoder,
@@ -480,7 +465,6 @@ impl Call {
             active_response: None,
             cancelled: VecDeque::with_capacity(CANCELLED_KEPT),
             awaiting_first_audio: None,
-            caller_item: None,
             sends: Vec::with_capacity(32),
         });
         let deadline = now + self.params.upstream_connect_timeout;
@@ -502,7 +486,7 @@ impl Call {
                 self.dropped(DropReason::MediaBeforeStart, 1);
                 return;
             }
-            Phase::Ended(_) => return,
+            Phase::Ended => return,
         };
         let fmt = bridge.provider_format;
         let dur = fmt.duration_ms(m.audio.len());
@@ -584,7 +568,7 @@ impl Call {
 
     /// The Realtime socket is open: configure the session and flush held caller audio.
     pub fn handle_upstream_connected(&mut self, _now: Instant) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Ended(EndReason::Shutdown));
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         let Phase::Connecting { bridge, pending, .. } = phase else {
             self.phase = phase;
             return;
@@ -708,7 +692,7 @@ impl Call {
             Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
                 Some(bridge)
             }
-            Phase::AwaitingStart { .. } | Phase::Ended(_) => None,
+            Phase::AwaitingStart { .. } | Phase::Ended => None,
         }
     }
 
@@ -717,7 +701,6 @@ impl Call {
         self.transcript.caller_started(item_id, at);
         self.event(CallEvent::SpeechStarted { item_id: item_id.to_owned() });
         let Some(b) = self.bridge_mut() else { return };
-        b.caller_item = Some(item_id.to_owned());
         b.awaiting_first_audio = None;
         let playing = b.playback.is_playing() || b.playback.items.iter().any(|it| !it.finished);
         let cancelled_response = b.active_response.take();
@@ -849,7 +832,7 @@ impl Call {
             Phase::AwaitingStart { .. } => EndReason::StartTimeout,
             Phase::Connecting { .. } => EndReason::UpstreamConnectFailed,
             Phase::Draining { reason, .. } => reason.clone(),
-            Phase::Live { .. } | Phase::Ended(_) => return,
+            Phase::Live { .. } | Phase::Ended => return,
         };
         self.end(now, reason);
     }
@@ -861,7 +844,7 @@ impl Call {
 
     /// The caller side is gone: wait briefly for outstanding caller transcriptions, then end.
     fn begin_end(&mut self, now: Instant, reason: EndReason) {
-        let phase = std::mem::replace(&mut self.phase, Phase::Ended(EndReason::Shutdown));
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         match phase {
             Phase::Live { mut bridge } if self.transcript.pending_caller_text() > 0 => {
                 bridge.playback.clear();
@@ -886,12 +869,12 @@ impl Call {
     }
 
     fn end(&mut self, now: Instant, reason: EndReason) {
-        if matches!(self.phase, Phase::Ended(_)) {
+        if matches!(self.phase, Phase::Ended) {
             return;
         }
         self.transcript.close(self.ms_since_start(now));
         self.emit_final_turns();
-        self.phase = Phase::Ended(reason.clone());
+        self.phase = Phase::Ended;
         self.out.push_back(Output::End(reason));
     }
 }
@@ -916,7 +899,7 @@ impl Bridge {
 
 /// The model-side format for a provider format: the same format when the model accepts it
 /// (μ-law/A-law 8 kHz, PCM16 LE 24 kHz) unless transcoding is forced, else PCM16 24 kHz.
-pub fn model_format_for(provider: AudioFormat, force_transcode: bool) -> AudioFormat {
+fn model_format_for(provider: AudioFormat, force_transcode: bool) -> AudioFormat {
     let accepted = [AudioFormat::PCMU_8K, AudioFormat::PCMA_8K, AudioFormat::PCM16_24K];
     if !force_transcode && accepted.contains(&provider) { provider } else { AudioFormat::PCM16_24K }
 }
