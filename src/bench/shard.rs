@@ -25,8 +25,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::latency::{self, RoundTrip};
-use crate::sim::playback::Playback;
 use super::wire::{self, BargeIn, BenchProvider, CallIds, FromBridge};
+use crate::sim::playback::Playback;
 
 /// Frame period of a media stream.
 pub(crate) const FRAME: Duration = Duration::from_millis(crate::core::audio::FRAME_MS as u64);
