@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Validate OpenAI Realtime client events against the official `openai` Python SDK models.
+"""Validate OpenAI Realtime client (or, with --server, server) events against the official
+`openai` Python SDK models.
 
-Usage: check-client-events.py FILE_OR_DIR...
+Usage: check-client-events.py [--server] FILE_OR_DIR...
 
 Each argument is a JSONL file (one client event per line) or a directory, whose `*.jsonl` files
 are all read. Every event is validated with pydantic:
 `TypeAdapter(openai.types.realtime.RealtimeClientEvent).validate_python(obj, strict=True)`
-(strict, so that `"300"` does not pass for an integer).
+(strict, so that `"300"` does not pass for an integer); with `--server`, against
+`RealtimeServerEvent` instead (what the built-in simulator sends). Server events may carry keys
+the SDK does not model (OpenAI adds fields; `session.id`/`object`), so the extra-key check is
+client-only, and the SDK's one known lag behind the GA wire is bridged: content parts are typed
+`output_audio`/`output_text` on the wire, `audio`/`text` in the SDK model
+(shared/reference/openai-realtime.md §1.4).
 
 The SDK models accept unknown keys (`extra="allow"`) and keep them in `model_extra`, which is
 how a misspelled field or a beta field (`input_audio_format`, `modalities`, …) would slip
@@ -30,20 +36,23 @@ from pathlib import Path
 
 try:
     import openai
-    from openai.types.realtime import RealtimeClientEvent
+    from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
     from pydantic import BaseModel, TypeAdapter, ValidationError
 except ImportError as err:  # pragma: no cover - environment problem, not a bad event
     sys.exit(f"error: {err}; run with the python printed by scripts/python-env.sh")
 
 
-def client_event_models() -> dict[str, type[BaseModel]]:
-    """Map each client event `type` literal to its SDK model, read from the union itself."""
-    union = typing.get_args(RealtimeClientEvent)[0]  # Annotated[Union[...], PropertyInfo]
+def event_models(root: object) -> dict[str, type[BaseModel]]:
+    """Map each event `type` literal to its SDK model, read from the union itself."""
+    union = typing.get_args(root)[0]  # Annotated[Union[...], PropertyInfo]
     models: dict[str, type[BaseModel]] = {}
     for model in typing.get_args(union):
         for literal in typing.get_args(model.model_fields["type"].annotation):
             models[literal] = model
     return models
+
+
+SIDE = "client"
 
 
 def extra_keys(value: object, path: str) -> typing.Iterator[str]:
@@ -94,8 +103,12 @@ def check_line(line: str, adapter: TypeAdapter, models: dict[str, type[BaseModel
     if not isinstance(obj, dict):
         return f"not a JSON object: {type(obj).__name__}", "?"
     kind = obj.get("type")
+    if SIDE == "server" and isinstance(obj.get("part"), dict):
+        part_type = obj["part"].get("type")
+        if part_type in ("output_audio", "output_text"):
+            obj["part"]["type"] = part_type.removeprefix("output_")
     if kind not in models:
-        return f"type {kind!r} is not a client event (known: {', '.join(sorted(models))})", str(kind)
+        return f"type {kind!r} is not a {SIDE} event (known: {', '.join(sorted(models))})", str(kind)
     try:
         event = adapter.validate_python(obj, strict=True)
     except ValidationError:
@@ -104,10 +117,10 @@ def check_line(line: str, adapter: TypeAdapter, models: dict[str, type[BaseModel
             TypeAdapter(models[kind]).validate_python(obj, strict=True)
         except ValidationError as err:
             return f"{kind}: {short_errors(err)}", kind
-        return f"{kind}: rejected by the RealtimeClientEvent union", kind
+        return f"{kind}: rejected by the {SIDE} event union", kind
     if event.type != kind:
         return f"validated as {event.type!r}, not {kind!r}", kind
-    extras = list(extra_keys(event, "$"))
+    extras = list(extra_keys(event, "$")) if SIDE == "client" else []
     if extras:
         return f"{kind}: keys unknown to the SDK model (misspelled or beta?): {', '.join(extras)}", kind
     return None, kind
@@ -128,11 +141,16 @@ def jsonl_files(args: list[str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
+    global SIDE
+    if argv[:1] == ["--server"]:
+        SIDE, root, argv = "server", RealtimeServerEvent, argv[1:]
+    else:
+        root = RealtimeClientEvent
     if not argv:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        print(__doc__.strip().splitlines()[3], file=sys.stderr)
         return 1
-    models = client_event_models()
-    adapter = TypeAdapter(RealtimeClientEvent)
+    models = event_models(root)
+    adapter = TypeAdapter(root)
     types: Counter[str] = Counter()
     bad = 0
     for path in jsonl_files(argv):
@@ -146,13 +164,13 @@ def main(argv: list[str]) -> int:
                 print(f"{path}:{number}: {error}", file=sys.stderr)
     total = sum(types.values())
     if total == 0:
-        print(f"error: no client events found in {' '.join(argv)}", file=sys.stderr)
+        print(f"error: no {SIDE} events found in {' '.join(argv)}", file=sys.stderr)
         return 1
     if bad:
-        print(f"{bad} of {total} client events invalid (openai {openai.__version__})", file=sys.stderr)
+        print(f"{bad} of {total} {SIDE} events invalid (openai {openai.__version__})", file=sys.stderr)
         return 1
     listed = ", ".join(f"{kind} ×{count}" for kind, count in sorted(types.items()))
-    print(f"{total} client events valid (types: {listed})")
+    print(f"{total} {SIDE} events valid (types: {listed})")
     return 0
 
 

@@ -18,8 +18,9 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 
 echo "== cargo test"
-rm -rf target/client-events
+rm -rf target/client-events target/server-events
 cargo test --locked --all-targets
 
 echo "== client events vs the OpenAI SDK models"
 "$py" scripts/check-client-events.py target/client-events
+"$py" scripts/check-client-events.py --server target/server-events
