@@ -39,6 +39,13 @@ const PROVIDER_WRITE_BUFFER: usize = 8 * 1024;
 /// Read chunk for a provider socket: a 20 ms media message is about 400 bytes (L16 24 kHz:
 /// about 1.4 KiB); larger messages still fit, the buffer grows up to the message limit.
 const PROVIDER_READ_BUFFER: usize = 4 * 1024;
+/// Liveness route (the deploy files' health checks point here).
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness route: 503 while draining.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus scrape route.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// How long shutdown waits for call tasks after telling them to stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -54,9 +61,9 @@ pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/media/{provider}", get(media))
         .route("/health", get(health))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+        .route(HEALTHZ_PATH, get(|| async { "ok" }))
+        .route(READYZ_PATH, get(readyz))
+        .route(METRICS_PATH, get(render_metrics))
         .with_state(state)
 }
 
