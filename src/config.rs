@@ -68,6 +68,28 @@ pub const ENV_DRAIN_TIMEOUT: &str = "DRAIN_TIMEOUT";
 pub const ENV_MAX_LEAD_MS: &str = "MAX_LEAD_MS";
 /// Agent audio between playback marks (ms, at least 20); default `100`.
 pub const ENV_MARK_INTERVAL_MS: &str = "MARK_INTERVAL_MS";
+/// Directory of the local SQLite store (call records and the outbox); default `./data`.
+pub const ENV_DATA_DIR: &str = "CALLBRIDGE_DATA_DIR";
+/// Supabase project URL (`https://<ref>.supabase.co`); unset keeps records local only.
+pub const ENV_SUPABASE_URL: &str = "SUPABASE_URL";
+/// Supabase service-role JWT or `sb_secret_…` key; required with [`ENV_SUPABASE_URL`], never
+/// logged.
+pub const ENV_SUPABASE_SERVICE_ROLE_KEY: &str = "SUPABASE_SERVICE_ROLE_KEY";
+/// Path of the Data API under [`ENV_SUPABASE_URL`]; default `/rest/v1` (`/` for a bare
+/// PostgREST server).
+pub const ENV_SUPABASE_REST_PATH: &str = "SUPABASE_REST_PATH";
+/// First retry delay of a failed Supabase write; default `1s`.
+pub const ENV_SUPABASE_RETRY_FIRST: &str = "SUPABASE_RETRY_FIRST";
+/// Largest retry delay of a failed Supabase write; default `60s`.
+pub const ENV_SUPABASE_RETRY_MAX: &str = "SUPABASE_RETRY_MAX";
+/// Table of leads updated after each call; default `leads`.
+pub const ENV_LEAD_TABLE: &str = "LEAD_TABLE";
+/// Chat model for the post-call summary, `off` disables it; default `gpt-4.1-mini`.
+pub const ENV_SUMMARY_MODEL: &str = "SUMMARY_MODEL";
+/// Base URL of the OpenAI-compatible API the summary uses; default `https://api.openai.com/v1`.
+pub const ENV_OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Bearer token for every `/v1` route; unset disables them (401).
+pub const ENV_API_TOKEN: &str = "API_TOKEN";
 /// Log output, `json` or `pretty`; default `json`. The level comes from `RUST_LOG`.
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -100,6 +122,21 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`ENV_DRAIN_TIMEOUT`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default of [`ENV_DATA_DIR`].
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default of [`ENV_SUPABASE_REST_PATH`].
+pub const DEFAULT_SUPABASE_REST_PATH: &str = "/rest/v1";
+/// Default of [`ENV_SUPABASE_RETRY_FIRST`].
+pub const DEFAULT_SUPABASE_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Default of [`ENV_SUPABASE_RETRY_MAX`].
+pub const DEFAULT_SUPABASE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Default of [`ENV_LEAD_TABLE`].
+pub const DEFAULT_LEAD_TABLE: &str = "leads";
+/// Default of [`ENV_SUMMARY_MODEL`].
+pub const DEFAULT_SUMMARY_MODEL: &str = "gpt-4.1-mini";
+/// Default of [`ENV_OPENAI_BASE_URL`].
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// A bad or missing configuration value; the message names the variable.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +253,80 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `json` (default) or `pretty` logs.
     pub log_json: bool,
+    /// Local store, Supabase delivery and summaries.
+    pub store: StoreSettings,
+    /// Token guarding `/v1` (`API_TOKEN`); `None` disables those routes.
+    pub api_token: Option<String>,
+}
+
+/// Where call records go (`CALLBRIDGE_DATA_DIR`, `SUPABASE_*`, `LEAD_TABLE`, `SUMMARY_MODEL`).
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// SQLite directory.
+    pub data_dir: std::path::PathBuf,
+    /// Data API root (`SUPABASE_URL` + `SUPABASE_REST_PATH`) and key, if configured.
+    pub supabase: Option<(String, String)>,
+    /// First and largest retry delay.
+    pub retry: (Duration, Duration),
+    /// Leads table.
+    pub lead_table: String,
+    /// Summary model, `None` when `off`.
+    pub summary_model: Option<String>,
+    /// OpenAI-compatible API base for the summary.
+    pub openai_base_url: String,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("data_dir", &self.data_dir)
+            .field("supabase", &self.supabase.as_ref().map(|(url, _)| (url, "[redacted]")))
+            .field("retry", &self.retry)
+            .field("lead_table", &self.lead_table)
+            .field("summary_model", &self.summary_model)
+            .field("openai_base_url", &self.openai_base_url)
+            .finish()
+    }
+}
+
+impl StoreSettings {
+    /// Reads the store's variables.
+    ///
+    /// Errors: `SUPABASE_URL` without a key (or the reverse), a URL that is not http(s), or a
+    /// bad duration.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let supabase = match (src.get(ENV_SUPABASE_URL), src.get(ENV_SUPABASE_SERVICE_ROLE_KEY)) {
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Missing { var: ENV_SUPABASE_SERVICE_ROLE_KEY }),
+            (None, Some(_)) => return Err(ConfigError::Missing { var: ENV_SUPABASE_URL }),
+            (Some(url), Some(key)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(invalid(ENV_SUPABASE_URL, &url, "must start with https:// or http://"));
+                }
+                let path =
+                    src.get(ENV_SUPABASE_REST_PATH).unwrap_or_else(|| DEFAULT_SUPABASE_REST_PATH.to_owned());
+                Some((format!("{}{}", url.trim_end_matches('/'), path.trim_end_matches('/')), key))
+            }
+        };
+        let summary_model = match src.get(ENV_SUMMARY_MODEL) {
+            Some(m) if m == "off" => None,
+            Some(m) => Some(m),
+            None => Some(DEFAULT_SUMMARY_MODEL.to_owned()),
+        };
+        Ok(Self {
+            data_dir: src.get(ENV_DATA_DIR).unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()).into(),
+            supabase,
+            retry: (
+                duration_or(src, ENV_SUPABASE_RETRY_FIRST, DEFAULT_SUPABASE_RETRY_FIRST)?,
+                duration_or(src, ENV_SUPABASE_RETRY_MAX, DEFAULT_SUPABASE_RETRY_MAX)?,
+            ),
+            lead_table: src.get(ENV_LEAD_TABLE).unwrap_or_else(|| DEFAULT_LEAD_TABLE.to_owned()),
+            summary_model,
+            openai_base_url: src
+                .get(ENV_OPENAI_BASE_URL)
+                .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_owned()),
+        })
+    }
 }
 
 impl Config {
@@ -299,6 +410,8 @@ impl Config {
             upgrade_timeout: duration_or(src, ENV_UPGRADE_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT)?,
             drain_timeout: duration_or(src, ENV_DRAIN_TIMEOUT, DEFAULT_DRAIN_TIMEOUT)?,
             log_json,
+            store: StoreSettings::from_source(src)?,
+            api_token: src.get(ENV_API_TOKEN),
         })
     }
 }

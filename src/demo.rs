@@ -21,6 +21,7 @@ use crate::driver::{CallRecord, Shared};
 use crate::sim::caller::{self, CallerConfig, CallerEventKind, CallerReport, Step};
 use crate::sim::fixtures;
 use crate::sim::realtime::{self as sim_rt, SimConfig, SimEventKind, SimLogEntry};
+use crate::store::record::next_record;
 use crate::{metrics, server};
 
 /// Which provider the simulated caller plays.
@@ -128,7 +129,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<DemoReport> {
     };
     caller_cfg.custom_parameters = BTreeMap::from([("leadId".to_owned(), "lead-demo-1".to_owned())]);
     let caller_result = caller::run_call(caller_cfg).await;
-    let record = tokio::time::timeout(Duration::from_secs(10), records_rx.recv()).await;
+    let record = tokio::time::timeout(Duration::from_secs(10), next_record(&mut records_rx)).await;
     server.shutdown(Duration::from_secs(5)).await;
     let sim_log = match sim {
         Some(sim) => {

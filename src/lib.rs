@@ -35,4 +35,5 @@ pub mod driver;
 pub mod metrics;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

@@ -11,7 +11,13 @@ use tracing::{error, info, warn};
 use callbridge::config::Config;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
 use callbridge::driver::Shared;
+use callbridge::server::Services;
+use callbridge::server::api::ApiState;
+use callbridge::store::{Store, StoreConfig};
 use callbridge::{bench, metrics, server, sim, telemetry};
+
+/// At shutdown, how long in-flight Supabase writes may finish (the rest wait in SQLite).
+const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(name = "callbridge", version, about = "Bridges phone calls to the OpenAI Realtime API")]
@@ -125,17 +131,34 @@ async fn serve() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((cfg.host, cfg.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", cfg.host, cfg.port))?;
+    let store = Store::start(StoreConfig::from_settings(&cfg.store, &cfg.upstream.api_key)?)
+        .await
+        .with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
     let shared = Arc::new(Shared::new(
         cfg.upstream.clone(),
         cfg.call.clone(),
         cfg.max_message_bytes,
         cfg.max_calls,
-        None,
+        Some(store.notes.clone()),
     ));
-    let handle = server::start(listener, shared, prometheus, cfg.upgrade_timeout)?;
-    info!(addr = %handle.addr, max_calls = cfg.max_calls, upstream = %cfg.upstream.url, "callbridge listening");
+    if cfg.api_token.is_none() {
+        warn!("API_TOKEN is not set: every /v1 route answers 401");
+    }
+    let services = Services {
+        api: ApiState { token: cfg.api_token.as_deref().map(Into::into), store: Some(store.reader()) },
+    };
+    let handle = server::start_with(listener, shared, prometheus, cfg.upgrade_timeout, services)?;
+    info!(
+        addr = %handle.addr,
+        max_calls = cfg.max_calls,
+        upstream = %cfg.upstream.url,
+        supabase = cfg.store.supabase.is_some(),
+        data_dir = %cfg.store.data_dir.display(),
+        "callbridge listening"
+    );
     shutdown_signal().await;
     handle.shutdown(cfg.drain_timeout).await;
+    store.shutdown(STORE_GRACE).await;
     Ok(())
 }
 

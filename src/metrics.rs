@@ -34,6 +34,26 @@ pub const FIRST_AUDIO_LATENCY_SECONDS: &str = "callbridge_first_audio_latency_se
 /// Histogram: from reading `speech_started` to writing the `clear` to the provider (seconds).
 pub const BARGE_IN_REACTION_SECONDS: &str = "callbridge_barge_in_reaction_seconds";
 
+/// Gauge: outbox rows waiting for Supabase, labelled `state` (`pending` or `parked`).
+pub const OUTBOX_DEPTH: &str = "callbridge_outbox_depth";
+/// Counter: outbox rows Supabase accepted, labelled `table`.
+pub const OUTBOX_DELIVERED_TOTAL: &str = "callbridge_outbox_delivered_total";
+/// Counter: failed deliveries that will be retried, labelled `table` and `reason`
+/// (`http_5xx`, `http_408`, `http_429`, `timeout`, `connect`, `other`).
+pub const OUTBOX_RETRIES_TOTAL: &str = "callbridge_outbox_retries_total";
+/// Counter: rows Supabase rejected for good (4xx other than 408/429), kept as `parked`,
+/// labelled `table`.
+pub const OUTBOX_PARKED_TOTAL: &str = "callbridge_outbox_parked_total";
+/// Histogram: from a row's enqueueing to its delivery (seconds).
+pub const OUTBOX_DELIVERY_SECONDS: &str = "callbridge_outbox_delivery_seconds";
+/// Counter: local store (SQLite) failures, labelled `op`.
+pub const STORE_ERRORS_TOTAL: &str = "callbridge_store_errors_total";
+/// Counter: post-call summaries, labelled `result` (`ok`, `skipped`, `failed`).
+pub const SUMMARIES_TOTAL: &str = "callbridge_summaries_total";
+
+/// Counter: HTTP API requests refused, labelled `reason` (`unauthorized`, `bad_signature`, …).
+pub const API_REFUSED_TOTAL: &str = "callbridge_api_refused_total";
+
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
@@ -47,10 +67,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
 fn build() -> Result<PrometheusHandle, String> {
     let latency_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
     let reaction_buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+    let delivery_buckets = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 3600.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(FIRST_AUDIO_LATENCY_SECONDS.into()), &latency_buckets)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(BARGE_IN_REACTION_SECONDS.into()), &reaction_buckets)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(OUTBOX_DELIVERY_SECONDS.into()), &delivery_buckets)
         })
         .map_err(|e| e.to_string())?
         .install_recorder()
@@ -81,6 +105,14 @@ fn describe() {
         Unit::Seconds,
         "From speech_started to the clear sent to the provider."
     );
+    describe_gauge!(OUTBOX_DEPTH, "Outbox rows waiting for Supabase, by state.");
+    describe_counter!(OUTBOX_DELIVERED_TOTAL, "Outbox rows Supabase accepted, by table.");
+    describe_counter!(OUTBOX_RETRIES_TOTAL, "Failed deliveries to be retried, by table and reason.");
+    describe_counter!(OUTBOX_PARKED_TOTAL, "Rows Supabase rejected for good (kept, not deleted), by table.");
+    describe_histogram!(OUTBOX_DELIVERY_SECONDS, Unit::Seconds, "From enqueueing a row to its delivery.");
+    describe_counter!(STORE_ERRORS_TOTAL, "Local store (SQLite) failures, by operation.");
+    describe_counter!(SUMMARIES_TOTAL, "Post-call summaries, by result.");
+    describe_counter!(API_REFUSED_TOTAL, "HTTP API requests refused, by reason.");
 }
 
 /// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
@@ -157,4 +189,41 @@ pub fn dropped(reason: &'static str, n: u64) {
 /// Adds inserted silence (ms) to [`GAP_FILL_MS_TOTAL`].
 pub fn gap_filled(ms: u64) {
     counter!(GAP_FILL_MS_TOTAL).increment(ms);
+}
+
+/// Sets [`OUTBOX_DEPTH`] from a count of the store's rows.
+pub fn outbox_depth(pending: u64, parked: u64) {
+    gauge!(OUTBOX_DEPTH, "state" => "pending").set(pending as f64);
+    gauge!(OUTBOX_DEPTH, "state" => "parked").set(parked as f64);
+}
+
+/// Counts a delivered row and its time in the outbox.
+pub fn outbox_delivered(table: &str, waited: Duration) {
+    counter!(OUTBOX_DELIVERED_TOTAL, "table" => table.to_owned()).increment(1);
+    histogram!(OUTBOX_DELIVERY_SECONDS).record(waited.as_secs_f64());
+}
+
+/// Counts a delivery to retry; `reason` is a fixed label (see [`OUTBOX_RETRIES_TOTAL`]).
+pub fn outbox_retried(table: &str, reason: &'static str) {
+    counter!(OUTBOX_RETRIES_TOTAL, "table" => table.to_owned(), "reason" => reason).increment(1);
+}
+
+/// Counts a parked row.
+pub fn outbox_parked(table: &str) {
+    counter!(OUTBOX_PARKED_TOTAL, "table" => table.to_owned()).increment(1);
+}
+
+/// `op` is a fixed label such as `write`, `read` or `open`.
+pub fn store_error(op: &'static str) {
+    counter!(STORE_ERRORS_TOTAL, "op" => op).increment(1);
+}
+
+/// `result` is `ok`, `skipped` or `failed`.
+pub fn summary(result: &'static str) {
+    counter!(SUMMARIES_TOTAL, "result" => result).increment(1);
+}
+
+/// `reason` is a fixed label such as `unauthorized`.
+pub fn api_refused(reason: &'static str) {
+    counter!(API_REFUSED_TOTAL, "reason" => reason).increment(1);
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use callbridge::config::{self, UpstreamConfig};
 use callbridge::core::call::Role;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
-use callbridge::driver::{CallRecord, Shared};
+use callbridge::driver::{CallNote, Shared};
 use callbridge::server::{self, ServerHandle};
 use callbridge::sim::caller::{self, CallerConfig, Step};
 use callbridge::sim::fixtures;
 use callbridge::sim::realtime::{self as sim_rt, SimConfig, SimHandle};
+use callbridge::store::record::next_record;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -79,7 +80,7 @@ async fn transcode_call_with_barge_in() {
 struct Rig {
     server: ServerHandle,
     sim: SimHandle,
-    records: mpsc::Receiver<CallRecord>,
+    records: mpsc::Receiver<CallNote>,
 }
 
 async fn rig(tune: impl FnOnce(&mut callbridge::core::call::CallParams), max_calls: usize) -> Rig {
@@ -175,7 +176,10 @@ async fn malformed_provider_messages_never_hurt_other_calls() {
 
     let mut reasons = Vec::new();
     for _ in 0..2 {
-        let r = tokio::time::timeout(Duration::from_secs(5), rig.records.recv()).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), next_record(&mut rig.records))
+            .await
+            .unwrap()
+            .unwrap();
         reasons.push(r.end_reason);
     }
     reasons.sort();
@@ -204,7 +208,7 @@ async fn silent_sockets_are_closed_and_cost_no_upstream_session() {
         }
     };
     assert_eq!(frame.map(|f| u16::from(f.code)), Some(1008));
-    let r = rig.records.recv().await.unwrap();
+    let r = next_record(&mut rig.records).await.unwrap();
     assert_eq!(r.end_reason, "start_timeout");
     assert_eq!(rig.sim.connections(), 0, "no Realtime session was opened");
     rig.server.shutdown(Duration::from_secs(1)).await;
@@ -274,7 +278,7 @@ async fn dead_upstream_ends_the_call_with_a_reason() {
         Ok(r) => r.close,
         Err(_) => None,
     };
-    let r = records.recv().await.unwrap();
+    let r = next_record(&mut records).await.unwrap();
     assert_eq!(r.end_reason, "upstream_connect_failed");
     if let Some((code, _)) = close {
         assert_eq!(code, 1011);

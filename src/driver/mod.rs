@@ -2,8 +2,6 @@
 //! machine, writes what it asks for, and sleeps until its next deadline. Also the live-call
 //! admission counter and the shutdown/drain signal shared with the server.
 
-mod record;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,12 +22,10 @@ use crate::core::realtime::{self, ClientEvent, RealtimeDecoder};
 use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
 use crate::metrics::{self as m, RefuseReason};
 
-pub use record::{CallRecord, TimelineEntry};
+pub use crate::store::record::{CallNote, CallRecord, CallStarted, TimelineEntry};
 
 /// A write to either socket that takes longer than this ends the call: the peer stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Capacity of the finished-call record channel; when full, records are dropped and counted.
-pub const RECORDS_CAPACITY: usize = 256;
 
 /// State shared by the server and every call task.
 pub struct Shared {
@@ -47,19 +43,19 @@ pub struct Shared {
     pub stop_calls: CancellationToken,
     /// Every call task, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// Finished calls go here (bounded; overflow is counted as `records_overflow`).
-    pub records: Option<mpsc::Sender<CallRecord>>,
+    /// Call starts and ends go here (bounded; overflow is counted as `records_overflow`).
+    pub records: Option<mpsc::Sender<CallNote>>,
 }
 
 impl Shared {
     /// No calls yet, not draining. `max_message_bytes` is in bytes; `records`, if set, receives
-    /// each finished call's record.
+    /// a note when each call starts and its record when it ends.
     pub fn new(
         upstream: UpstreamConfig,
         params: CallParams,
         max_message_bytes: usize,
         max_calls: usize,
-        records: Option<mpsc::Sender<CallRecord>>,
+        records: Option<mpsc::Sender<CallNote>>,
     ) -> Self {
         Self {
             upstream,
@@ -71,6 +67,16 @@ impl Shared {
             stop_calls: CancellationToken::new(),
             tracker: TaskTracker::new(),
             records,
+        }
+    }
+
+    /// Hands a note to the store without waiting; a full or closed channel drops it, counted.
+    pub fn note(&self, note: CallNote) {
+        if let Some(tx) = &self.records {
+            if tx.try_send(note).is_err() {
+                warn!("call record channel full or closed; record dropped");
+                m::dropped("records_overflow", 1);
+            }
         }
     }
 
@@ -126,12 +132,7 @@ pub async fn run_call(socket: WebSocket, dialect: Dialect, slot: CallSlot) {
     m::call_started();
     let record = CallDriver::new(socket, dialect, &shared).run().instrument(span).await;
     m::call_ended_label(record.end_reason);
-    if let Some(tx) = &shared.records {
-        if tx.try_send(record).is_err() {
-            warn!("call record channel full or closed; record dropped");
-            m::dropped("records_overflow", 1);
-        }
-    }
+    shared.note(CallNote::Ended(Box::new(record)));
     drop(slot);
 }
 
@@ -330,6 +331,13 @@ impl<'s> CallDriver<'s> {
                 self.record.call_sid = Some(call_sid.clone());
                 self.record.stream_sid = Some(stream_sid.clone());
                 self.record.custom_parameters = custom_parameters.clone();
+                self.shared.note(CallNote::Started(CallStarted {
+                    call_sid: call_sid.clone(),
+                    stream_sid: stream_sid.clone(),
+                    provider,
+                    started_at: self.record.started_at,
+                    custom_parameters: custom_parameters.clone(),
+                }));
                 info!(passthrough, "stream started");
             }
             CallEvent::UpstreamReady => info!("Realtime session ready"),

@@ -1,4 +1,5 @@
-//! What a finished call leaves behind: its record, timeline and transcript.
+//! What a call leaves behind: a note when it starts, and its record, timeline and transcript
+//! when it ends. The driver fills these; the store persists them.
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
@@ -20,6 +21,30 @@ pub struct TimelineEntry {
     pub kind: &'static str,
     /// Human-readable detail.
     pub detail: String,
+}
+
+/// What the driver tells the store about a call (over a bounded channel; the call never waits).
+#[derive(Debug)]
+pub enum CallNote {
+    /// A valid `start` arrived: the call exists from now on, even if the process dies.
+    Started(CallStarted),
+    /// The call ended.
+    Ended(Box<CallRecord>),
+}
+
+/// A call's identity when its stream starts.
+#[derive(Debug, Clone)]
+pub struct CallStarted {
+    /// `start.callSid`.
+    pub call_sid: String,
+    /// `start.streamSid`.
+    pub stream_sid: String,
+    /// `twilio` or `signalwire`.
+    pub provider: &'static str,
+    /// Wall-clock time the socket opened.
+    pub started_at: SystemTime,
+    /// `start.customParameters`, verbatim.
+    pub custom_parameters: BTreeMap<String, String>,
 }
 
 /// Everything known about a call when it ends.
@@ -121,4 +146,15 @@ mod unix_ms {
         let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         s.serialize_u64(ms)
     }
+}
+
+/// Receives notes until the next call record, skipping start notes (for the demo and tests,
+/// which read the driver's channel directly). `None` once the channel is closed.
+pub async fn next_record(rx: &mut tokio::sync::mpsc::Receiver<CallNote>) -> Option<CallRecord> {
+    while let Some(note) = rx.recv().await {
+        if let CallNote::Ended(r) = note {
+            return Some(*r);
+        }
+    }
+    None
 }
