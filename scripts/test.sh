@@ -17,10 +17,17 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 
+echo "== cargo deny (offline advisories, licences, duplicates)"
+scripts/deny.sh
+
+echo "== PostgreSQL + postrust-server for the store tests"
+scripts/supabase-local.sh >/dev/null
+
 echo "== cargo test"
-rm -rf target/client-events target/server-events
+rm -rf target/client-events target/server-events target/signatures
 cargo test --locked --all-targets
 
-echo "== client events vs the OpenAI SDK models"
+echo "== wire JSON and signatures vs the official OpenAI and Twilio SDKs"
 "$py" scripts/check-client-events.py target/client-events
 "$py" scripts/check-client-events.py --server target/server-events
+"$py" scripts/check-signatures.py target/signatures

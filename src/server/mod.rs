@@ -8,6 +8,10 @@
 //! | `GET /healthz` | liveness: 200 while the process runs |
 //! | `GET /readyz` | readiness: 503 while draining |
 //! | `GET /metrics` | Prometheus text format |
+//! | `/v1/…` | the bearer-token API ([`api`]) |
+
+pub mod api;
+pub mod auth;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +59,15 @@ struct AppState {
     started: Instant,
 }
 
+/// What the server offers beyond media streams, health and metrics.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// The `/v1` API.
+    pub api: api::ApiState,
+}
+
 /// The router (exposed for tests that drive it without a socket).
-pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
+pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle, services: Services) -> Router {
     let state = Arc::new(AppState { shared, metrics, started: Instant::now() });
     Router::new()
         .route("/media/{provider}", get(media))
@@ -65,6 +76,7 @@ pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle) -> Router {
         .route(READYZ_PATH, get(readyz))
         .route(METRICS_PATH, get(render_metrics))
         .with_state(state)
+        .merge(api::routes(services.api))
 }
 
 async fn media(
@@ -125,16 +137,28 @@ pub struct ServerHandle {
     connections: TaskTracker,
 }
 
-/// Starts serving on `listener`. `request_timeout` bounds how long a client may take to send
-/// request headers (including a WebSocket upgrade).
+/// Starts serving media streams, health and metrics on `listener` (no `/v1` API).
+/// `request_timeout` bounds how long a client may take to send request headers (including a
+/// WebSocket upgrade).
 pub fn start(
     listener: TcpListener,
     shared: Arc<Shared>,
     metrics: PrometheusHandle,
     request_timeout: Duration,
 ) -> std::io::Result<ServerHandle> {
+    start_with(listener, shared, metrics, request_timeout, Services::default())
+}
+
+/// [`start`] with the extra [`Services`].
+pub fn start_with(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    metrics: PrometheusHandle,
+    request_timeout: Duration,
+    services: Services,
+) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
-    let app = router(shared.clone(), metrics);
+    let app = router(shared.clone(), metrics, services);
     let stop_accept = CancellationToken::new();
     let connections = TaskTracker::new();
     let accept =

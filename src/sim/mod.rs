@@ -11,9 +11,11 @@
 //! peer input never panics; it becomes an `error` event, a warning or a close.
 
 pub mod caller;
+pub mod chat;
 pub mod fixtures;
 pub mod ids;
 pub mod realtime;
+pub mod telephony_api;
 
 mod audio;
 pub(crate) mod playback;

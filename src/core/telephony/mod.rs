@@ -30,6 +30,7 @@
 //! The codec never checks `streamSid` against the stream; the call state machine does.
 
 mod error;
+pub mod twiml;
 mod wire;
 
 #[cfg(test)]
