@@ -90,6 +90,40 @@ pub const ENV_SUMMARY_MODEL: &str = "SUMMARY_MODEL";
 pub const ENV_OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 /// Bearer token for every `/v1` route; unset disables them (401).
 pub const ENV_API_TOKEN: &str = "API_TOKEN";
+/// The server's public base URL as providers see it (`https://bridge.example.com`): webhook
+/// signatures are checked against it and stream URLs are built from it. Required for `/twiml`
+/// and outbound calls.
+pub const ENV_PUBLIC_URL: &str = "PUBLIC_URL";
+/// Twilio account SID (outbound calls, hang-up, transfer).
+pub const ENV_TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+/// Twilio auth token: signs webhooks and media-stream upgrades; never logged.
+pub const ENV_TWILIO_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
+/// `false` turns signature checks off (local development and load tests only; warned about
+/// at start-up); default `true`.
+pub const ENV_TWILIO_VALIDATE_SIGNATURE: &str = "TWILIO_VALIDATE_SIGNATURE";
+/// Twilio REST API base; default `https://api.twilio.com` (tests point it at a local fake).
+pub const ENV_TWILIO_API_BASE: &str = "TWILIO_API_BASE";
+/// SignalWire space (`example.signalwire.com`) for its Compatibility REST API.
+pub const ENV_SIGNALWIRE_SPACE: &str = "SIGNALWIRE_SPACE";
+/// SignalWire project ID.
+pub const ENV_SIGNALWIRE_PROJECT_ID: &str = "SIGNALWIRE_PROJECT_ID";
+/// SignalWire API token (REST); never logged.
+pub const ENV_SIGNALWIRE_API_TOKEN: &str = "SIGNALWIRE_API_TOKEN";
+/// SignalWire signing key: signs its webhooks; never logged.
+pub const ENV_SIGNALWIRE_SIGNING_KEY: &str = "SIGNALWIRE_SIGNING_KEY";
+/// Key for stream tokens (≥ 32 bytes, the same on every instance); default: derived from the
+/// auth token / signing key.
+pub const ENV_STREAM_TOKEN_KEY: &str = "STREAM_TOKEN_KEY";
+/// How long a stream token minted by `/twiml` stays valid; default `60s`.
+pub const ENV_STREAM_TOKEN_TTL: &str = "STREAM_TOKEN_TTL";
+/// Media-stream upgrades allowed per client IP per minute; default `120`.
+pub const ENV_UPGRADES_PER_IP_PER_MINUTE: &str = "UPGRADES_PER_IP_PER_MINUTE";
+/// Header holding the client IP behind a trusted proxy (e.g. `Fly-Client-IP`); unset uses the
+/// TCP peer address.
+pub const ENV_CLIENT_IP_HEADER: &str = "CLIENT_IP_HEADER";
+/// Answering-machine detection on outbound calls: `off`, `enable` or `detect_message_end`;
+/// default `off`.
+pub const ENV_MACHINE_DETECTION: &str = "MACHINE_DETECTION";
 /// Log output, `json` or `pretty`; default `json`. The level comes from `RUST_LOG`.
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -123,6 +157,12 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`ENV_DRAIN_TIMEOUT`].
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default of [`ENV_TWILIO_API_BASE`].
+pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
+/// Default of [`ENV_STREAM_TOKEN_TTL`].
+pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Default of [`ENV_UPGRADES_PER_IP_PER_MINUTE`].
+pub const DEFAULT_UPGRADES_PER_IP_PER_MINUTE: u32 = 120;
 /// Default of [`ENV_DATA_DIR`].
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default of [`ENV_SUPABASE_REST_PATH`].
@@ -257,6 +297,140 @@ pub struct Config {
     pub store: StoreSettings,
     /// Token guarding `/v1` (`API_TOKEN`); `None` disables those routes.
     pub api_token: Option<String>,
+    /// Webhooks, signatures, stream tokens and the provider REST APIs.
+    pub control: ControlSettings,
+}
+
+/// Call control and security settings (`PUBLIC_URL`, `TWILIO_*`, `SIGNALWIRE_*`, …).
+#[derive(Clone)]
+pub struct ControlSettings {
+    /// Public base URL without a trailing slash.
+    pub public_url: Option<String>,
+    /// Check webhook and upgrade signatures and stream tokens.
+    pub validate_signatures: bool,
+    /// Twilio account SID and auth token.
+    pub twilio: Option<(String, String)>,
+    /// Twilio REST base.
+    pub twilio_api_base: String,
+    /// SignalWire space, project ID and API token (REST).
+    pub signalwire_rest: Option<(String, String, String)>,
+    /// SignalWire signing key.
+    pub signalwire_signing_key: Option<String>,
+    /// Stream-token key (explicit or derived).
+    pub stream_token_key: Vec<u8>,
+    /// Stream-token lifetime.
+    pub stream_token_ttl: Duration,
+    /// Per-IP upgrade budget per minute.
+    pub upgrades_per_ip_per_minute: u32,
+    /// Trusted client-IP header.
+    pub client_ip_header: Option<String>,
+    /// `enable` / `detect_message_end`, or `None`.
+    pub machine_detection: Option<String>,
+}
+
+impl std::fmt::Debug for ControlSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSettings")
+            .field("public_url", &self.public_url)
+            .field("validate_signatures", &self.validate_signatures)
+            .field("twilio", &self.twilio.as_ref().map(|(sid, _)| (sid, "[redacted]")))
+            .field("twilio_api_base", &self.twilio_api_base)
+            .field("signalwire_rest", &self.signalwire_rest.as_ref().map(|(space, id, _)| (space, id, "[redacted]")))
+            .field("signalwire_signing_key", &self.signalwire_signing_key.as_ref().map(|_| "[redacted]"))
+            .field("stream_token_ttl", &self.stream_token_ttl)
+            .field("upgrades_per_ip_per_minute", &self.upgrades_per_ip_per_minute)
+            .field("client_ip_header", &self.client_ip_header)
+            .field("machine_detection", &self.machine_detection)
+            .finish()
+    }
+}
+
+impl ControlSettings {
+    /// Reads the call-control variables.
+    ///
+    /// Errors: signature checks on (the default) with neither `TWILIO_AUTH_TOKEN` nor
+    /// `SIGNALWIRE_SIGNING_KEY` set; a `PUBLIC_URL` that is not http(s); a short
+    /// `STREAM_TOKEN_KEY`; a bad number or duration.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let validate_signatures = match src.get(ENV_TWILIO_VALIDATE_SIGNATURE).as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => return Err(invalid(ENV_TWILIO_VALIDATE_SIGNATURE, other, "expected true or false")),
+        };
+        let auth_token = src.get(ENV_TWILIO_AUTH_TOKEN);
+        let signing_key = src.get(ENV_SIGNALWIRE_SIGNING_KEY);
+        if validate_signatures && auth_token.is_none() && signing_key.is_none() {
+            return Err(invalid(
+                ENV_TWILIO_AUTH_TOKEN,
+                "<unset>",
+                "set TWILIO_AUTH_TOKEN (or SIGNALWIRE_SIGNING_KEY) so media streams and webhooks can be \
+                 authenticated, or TWILIO_VALIDATE_SIGNATURE=false for local development only",
+            ));
+        }
+        let public_url = match src.get(ENV_PUBLIC_URL) {
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.trim_end_matches('/').to_owned()),
+            Some(u) => return Err(invalid(ENV_PUBLIC_URL, &u, "must start with https:// or http://")),
+            None => None,
+        };
+        let twilio = match (src.get(ENV_TWILIO_ACCOUNT_SID), auth_token.clone()) {
+            (Some(sid), Some(token)) => Some((sid, token)),
+            _ => None,
+        };
+        let signalwire_rest = match (
+            src.get(ENV_SIGNALWIRE_SPACE),
+            src.get(ENV_SIGNALWIRE_PROJECT_ID),
+            src.get(ENV_SIGNALWIRE_API_TOKEN),
+        ) {
+            (Some(a), Some(b), Some(c)) => Some((a, b, c)),
+            _ => None,
+        };
+        let stream_token_key = match src.get(ENV_STREAM_TOKEN_KEY) {
+            Some(k) if k.len() >= 32 => k.into_bytes(),
+            Some(_) => return Err(invalid(ENV_STREAM_TOKEN_KEY, "[redacted]", "must be at least 32 bytes")),
+            // Derived, so every instance with the same provider secret agrees without more set-up.
+            None => derive_key(auth_token.as_deref().or(signing_key.as_deref()).unwrap_or("")),
+        };
+        let machine_detection = match src.get(ENV_MACHINE_DETECTION).as_deref() {
+            None | Some("off") => None,
+            Some(m @ ("enable" | "detect_message_end")) => Some(m.to_owned()),
+            Some(other) => {
+                return Err(invalid(ENV_MACHINE_DETECTION, other, "expected off, enable or detect_message_end"));
+            }
+        };
+        Ok(Self {
+            public_url,
+            validate_signatures,
+            twilio,
+            twilio_api_base: src.get(ENV_TWILIO_API_BASE).unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_owned()),
+            signalwire_rest,
+            signalwire_signing_key: signing_key,
+            stream_token_key,
+            stream_token_ttl: duration_or(src, ENV_STREAM_TOKEN_TTL, DEFAULT_STREAM_TOKEN_TTL)?,
+            upgrades_per_ip_per_minute: parse_or(
+                src,
+                ENV_UPGRADES_PER_IP_PER_MINUTE,
+                DEFAULT_UPGRADES_PER_IP_PER_MINUTE,
+            )?,
+            client_ip_header: src.get(ENV_CLIENT_IP_HEADER),
+            machine_detection,
+        })
+    }
+}
+
+/// A 32-byte stream-token key from a provider secret (or, without one, from fresh randomness:
+/// tokens then only verify on this process).
+fn derive_key(secret: &str) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    if secret.is_empty() {
+        return (0..32).map(|_| rand::random::<u8>()).collect();
+    }
+    match Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(b"callbridge stream token key v1");
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => (0..32).map(|_| rand::random::<u8>()).collect(),
+    }
 }
 
 /// Where call records go (`CALLBRIDGE_DATA_DIR`, `SUPABASE_*`, `LEAD_TABLE`, `SUMMARY_MODEL`).
@@ -412,6 +586,7 @@ impl Config {
             log_json,
             store: StoreSettings::from_source(src)?,
             api_token: src.get(ENV_API_TOKEN),
+            control: ControlSettings::from_source(src)?,
         })
     }
 }
@@ -545,14 +720,36 @@ mod tests {
     }
 
     #[test]
-    fn defaults_need_only_the_key() {
-        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "sk-test-not-a-real-key")])).unwrap();
+    fn defaults_need_the_keys() {
+        let c = Config::from_source(&map(&[
+            (ENV_OPENAI_API_KEY, "sk-test-not-a-real-key"),
+            (ENV_TWILIO_AUTH_TOKEN, "test-auth-token-12345"),
+        ]))
+        .unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.upstream.url, DEFAULT_OPENAI_REALTIME_URL);
         assert_eq!(c.upstream.auth, AuthStyle::Bearer);
         assert!(!c.call.force_transcode);
         assert_eq!(c.call.start_timeout, Duration::from_secs(10));
         assert!(!format!("{:?}", c.upstream).contains("sk-test"));
+        assert!(c.control.validate_signatures);
+        assert!(!format!("{:?}", c.control).contains("12345"));
+    }
+
+    #[test]
+    fn signatures_are_on_unless_explicitly_off() {
+        let e = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k")])).unwrap_err();
+        assert!(e.to_string().contains(ENV_TWILIO_AUTH_TOKEN), "{e}");
+        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_VALIDATE_SIGNATURE, "false")]))
+            .unwrap();
+        assert!(!c.control.validate_signatures);
+        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_SIGNALWIRE_SIGNING_KEY, "PSK_x")])).unwrap();
+        assert!(c.control.validate_signatures);
+        // Same secret, same derived stream-token key on every instance.
+        let a = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
+        let b = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
+        assert_eq!(a.control.stream_token_key, b.control.stream_token_key);
+        assert_eq!(a.control.stream_token_key.len(), 32);
     }
 
     #[test]
@@ -565,6 +762,9 @@ mod tests {
     fn bad_values_name_the_variable() {
         for (var, value) in [
             (ENV_PORT, "eighty"),
+            (ENV_PUBLIC_URL, "bridge.example.com"),
+            (ENV_MACHINE_DETECTION, "maybe"),
+            (ENV_STREAM_TOKEN_KEY, "short"),
             (ENV_MAX_CALLS, "-1"),
             (ENV_START_TIMEOUT, "soon"),
             (ENV_AUDIO_MODE, "loud"),
@@ -572,7 +772,12 @@ mod tests {
             (ENV_OPENAI_REALTIME_URL, "https://api.openai.com"),
             (ENV_MAX_LEAD_MS, "5"),
         ] {
-            let e = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (var, value)])).unwrap_err();
+            let e = Config::from_source(&map(&[
+                (ENV_OPENAI_API_KEY, "k"),
+                (ENV_TWILIO_VALIDATE_SIGNATURE, "false"),
+                (var, value),
+            ]))
+            .unwrap_err();
             assert!(e.to_string().contains(var), "{var}: {e}");
         }
     }
@@ -581,6 +786,7 @@ mod tests {
     fn azure_urls_use_the_api_key_header() {
         let c = Config::from_source(&map(&[
             (ENV_OPENAI_API_KEY, "k"),
+            (ENV_TWILIO_VALIDATE_SIGNATURE, "false"),
             (ENV_OPENAI_REALTIME_URL, "wss://example-resource.openai.azure.com/openai/v1/realtime"),
         ]))
         .unwrap();

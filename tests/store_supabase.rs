@@ -387,6 +387,7 @@ impl BridgeProcess {
             .env("SUPABASE_RETRY_FIRST", "200ms")
             .env("SUPABASE_RETRY_MAX", "1s")
             .env("API_TOKEN", TOKEN)
+            .env("TWILIO_VALIDATE_SIGNATURE", "false")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
