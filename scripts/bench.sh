@@ -103,6 +103,7 @@ HOST=127.0.0.1 PORT="$port" \
     OPENAI_API_KEY=sim-key-not-a-secret \
     OPENAI_REALTIME_URL="ws://127.0.0.1:$sim_port/v1/realtime" \
     MAX_CALLS=5000 LOG_FORMAT=json RUST_LOG=warn \
+    TWILIO_VALIDATE_SIGNATURE=false CALLBRIDGE_DATA_DIR="$logs/data" SUMMARY_MODEL=off \
     "$bin" serve >"$logs/server.log" 2>&1 &
 server_pid=$!
 wait_for "the server" curl -fsS "http://127.0.0.1:$port/healthz"

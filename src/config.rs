@@ -308,8 +308,10 @@ pub struct ControlSettings {
     pub public_url: Option<String>,
     /// Check webhook and upgrade signatures and stream tokens.
     pub validate_signatures: bool,
-    /// Twilio account SID and auth token.
+    /// Twilio account SID and auth token (REST).
     pub twilio: Option<(String, String)>,
+    /// Twilio auth token (signatures), also without an account SID.
+    pub twilio_auth_token: Option<String>,
     /// Twilio REST base.
     pub twilio_api_base: String,
     /// SignalWire space, project ID and API token (REST).
@@ -334,8 +336,12 @@ impl std::fmt::Debug for ControlSettings {
             .field("public_url", &self.public_url)
             .field("validate_signatures", &self.validate_signatures)
             .field("twilio", &self.twilio.as_ref().map(|(sid, _)| (sid, "[redacted]")))
+            .field("twilio_auth_token", &self.twilio_auth_token.as_ref().map(|_| "[redacted]"))
             .field("twilio_api_base", &self.twilio_api_base)
-            .field("signalwire_rest", &self.signalwire_rest.as_ref().map(|(space, id, _)| (space, id, "[redacted]")))
+            .field(
+                "signalwire_rest",
+                &self.signalwire_rest.as_ref().map(|(space, id, _)| (space, id, "[redacted]")),
+            )
             .field("signalwire_signing_key", &self.signalwire_signing_key.as_ref().map(|_| "[redacted]"))
             .field("stream_token_ttl", &self.stream_token_ttl)
             .field("upgrades_per_ip_per_minute", &self.upgrades_per_ip_per_minute)
@@ -355,7 +361,9 @@ impl ControlSettings {
         let validate_signatures = match src.get(ENV_TWILIO_VALIDATE_SIGNATURE).as_deref() {
             None | Some("true") => true,
             Some("false") => false,
-            Some(other) => return Err(invalid(ENV_TWILIO_VALIDATE_SIGNATURE, other, "expected true or false")),
+            Some(other) => {
+                return Err(invalid(ENV_TWILIO_VALIDATE_SIGNATURE, other, "expected true or false"));
+            }
         };
         let auth_token = src.get(ENV_TWILIO_AUTH_TOKEN);
         let signing_key = src.get(ENV_SIGNALWIRE_SIGNING_KEY);
@@ -368,7 +376,9 @@ impl ControlSettings {
             ));
         }
         let public_url = match src.get(ENV_PUBLIC_URL) {
-            Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.trim_end_matches('/').to_owned()),
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+                Some(u.trim_end_matches('/').to_owned())
+            }
             Some(u) => return Err(invalid(ENV_PUBLIC_URL, &u, "must start with https:// or http://")),
             None => None,
         };
@@ -394,14 +404,21 @@ impl ControlSettings {
             None | Some("off") => None,
             Some(m @ ("enable" | "detect_message_end")) => Some(m.to_owned()),
             Some(other) => {
-                return Err(invalid(ENV_MACHINE_DETECTION, other, "expected off, enable or detect_message_end"));
+                return Err(invalid(
+                    ENV_MACHINE_DETECTION,
+                    other,
+                    "expected off, enable or detect_message_end",
+                ));
             }
         };
         Ok(Self {
             public_url,
             validate_signatures,
             twilio,
-            twilio_api_base: src.get(ENV_TWILIO_API_BASE).unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_owned()),
+            twilio_auth_token: auth_token,
+            twilio_api_base: src
+                .get(ENV_TWILIO_API_BASE)
+                .unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.to_owned()),
             signalwire_rest,
             signalwire_signing_key: signing_key,
             stream_token_key,
@@ -740,14 +757,19 @@ mod tests {
     fn signatures_are_on_unless_explicitly_off() {
         let e = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k")])).unwrap_err();
         assert!(e.to_string().contains(ENV_TWILIO_AUTH_TOKEN), "{e}");
-        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_VALIDATE_SIGNATURE, "false")]))
-            .unwrap();
+        let c =
+            Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_VALIDATE_SIGNATURE, "false")]))
+                .unwrap();
         assert!(!c.control.validate_signatures);
-        let c = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_SIGNALWIRE_SIGNING_KEY, "PSK_x")])).unwrap();
+        let c =
+            Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_SIGNALWIRE_SIGNING_KEY, "PSK_x")]))
+                .unwrap();
         assert!(c.control.validate_signatures);
         // Same secret, same derived stream-token key on every instance.
-        let a = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
-        let b = Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
+        let a =
+            Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
+        let b =
+            Config::from_source(&map(&[(ENV_OPENAI_API_KEY, "k"), (ENV_TWILIO_AUTH_TOKEN, "t")])).unwrap();
         assert_eq!(a.control.stream_token_key, b.control.stream_token_key);
         assert_eq!(a.control.stream_token_key.len(), 32);
     }

@@ -26,6 +26,7 @@
 //! | [`core::audio`] | G.711 tables, L16, streaming resampler (rubato), 20 ms frame ring, transcoder |
 //! | [`core::call`] | the call state machine: phases, playback ledger, barge-in, transcript |
 
+pub mod auth;
 pub mod bench;
 pub mod clients;
 pub mod config;

@@ -2,17 +2,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
+use callbridge::auth::StreamTokens;
 use callbridge::config::Config;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
-use callbridge::driver::Shared;
+use callbridge::driver::{CallControl, Shared};
 use callbridge::server::Services;
 use callbridge::server::api::ApiState;
+use callbridge::server::control::Control;
 use callbridge::store::{Store, StoreConfig};
 use callbridge::{bench, metrics, server, sim, telemetry};
 
@@ -134,18 +136,34 @@ async fn serve() -> anyhow::Result<()> {
     let store = Store::start(StoreConfig::from_settings(&cfg.store, &cfg.upstream.api_key)?)
         .await
         .with_context(|| format!("cannot open the store in {}", cfg.store.data_dir.display()))?;
-    let shared = Arc::new(Shared::new(
-        cfg.upstream.clone(),
-        cfg.call.clone(),
-        cfg.max_message_bytes,
-        cfg.max_calls,
-        Some(store.notes.clone()),
-    ));
+    let stream_tokens = cfg
+        .control
+        .validate_signatures
+        .then(|| Mutex::new(StreamTokens::new(&cfg.control.stream_token_key, cfg.control.stream_token_ttl)));
+    let shared = Arc::new(
+        Shared::new(
+            cfg.upstream.clone(),
+            cfg.call.clone(),
+            cfg.max_message_bytes,
+            cfg.max_calls,
+            Some(store.notes.clone()),
+        )
+        .with_control(CallControl { stream_tokens, ..Default::default() }),
+    );
+    if !cfg.control.validate_signatures {
+        warn!(
+            "TWILIO_VALIDATE_SIGNATURE=false: media streams and webhooks are NOT authenticated (local development and load tests only)"
+        );
+    }
     if cfg.api_token.is_none() {
         warn!("API_TOKEN is not set: every /v1 route answers 401");
     }
+    let api_token: Option<Arc<str>> = cfg.api_token.as_deref().map(Into::into);
+    let control = Control::from_settings(&cfg.control, api_token.clone(), shared.clone())
+        .context("provider REST client")?;
     let services = Services {
-        api: ApiState { token: cfg.api_token.as_deref().map(Into::into), store: Some(store.reader()) },
+        api: ApiState { token: api_token, store: Some(store.reader()) },
+        control: Some(Arc::new(control)),
     };
     let handle = server::start_with(listener, shared, prometheus, cfg.upgrade_timeout, services)?;
     info!(

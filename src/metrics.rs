@@ -54,6 +54,10 @@ pub const SUMMARIES_TOTAL: &str = "callbridge_summaries_total";
 /// Counter: HTTP API requests refused, labelled `reason` (`unauthorized`, `bad_signature`, …).
 pub const API_REFUSED_TOTAL: &str = "callbridge_api_refused_total";
 
+/// Counter: media streams refused for authentication, labelled `reason` (`bad_signature`,
+/// `rate_limited`, or a stream-token error such as `replayed`).
+pub const STREAMS_REFUSED_TOTAL: &str = "callbridge_streams_refused_total";
+
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
@@ -113,6 +117,7 @@ fn describe() {
     describe_counter!(STORE_ERRORS_TOTAL, "Local store (SQLite) failures, by operation.");
     describe_counter!(SUMMARIES_TOTAL, "Post-call summaries, by result.");
     describe_counter!(API_REFUSED_TOTAL, "HTTP API requests refused, by reason.");
+    describe_counter!(STREAMS_REFUSED_TOTAL, "Media streams refused for authentication, by reason.");
 }
 
 /// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
@@ -226,4 +231,9 @@ pub fn summary(result: &'static str) {
 /// `reason` is a fixed label such as `unauthorized`.
 pub fn api_refused(reason: &'static str) {
     counter!(API_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// `reason` is a fixed label (see [`STREAMS_REFUSED_TOTAL`]).
+pub fn stream_refused(reason: &'static str) {
+    counter!(STREAMS_REFUSED_TOTAL, "reason" => reason).increment(1);
 }

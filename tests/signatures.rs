@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use callbridge::server::auth::{
+use callbridge::auth::{
     twilio_signature, validate_twilio, validate_twilio_json, validate_twilio_stream,
 };
 use serde_json::{Value, json};

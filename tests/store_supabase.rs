@@ -83,7 +83,10 @@ async fn bridge(rt: &SimHandle, chat: &ChatSim, rest: &RestServer) -> Bridge {
         Some(store.notes.clone()),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let services = Services { api: ApiState { token: Some(TOKEN.into()), store: Some(reader.clone()) } };
+    let services = Services {
+        api: ApiState { token: Some(TOKEN.into()), store: Some(reader.clone()) },
+        ..Default::default()
+    };
     let prometheus = callbridge::metrics::install().unwrap();
     let server = server::start_with(listener, shared, prometheus, Duration::from_secs(2), services).unwrap();
     Bridge { server, store, reader, _dir: dir }

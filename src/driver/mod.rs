@@ -3,8 +3,8 @@
 //! admission counter and the shutdown/drain signal shared with the server.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use dashmap::DashMap;
+
+use crate::auth::StreamTokens;
 use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
 use crate::config::UpstreamConfig;
 use crate::core::call::{Call, CallEvent, CallParams, EndReason, Output, ProviderOut};
@@ -23,6 +26,9 @@ use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEv
 use crate::metrics::{self as m, RefuseReason};
 
 pub use crate::store::record::{CallNote, CallRecord, CallStarted, TimelineEntry};
+
+/// The `<Parameter>` carrying the stream token minted by `/twiml`.
+pub const STREAM_TOKEN_PARAM: &str = "token";
 
 /// A write to either socket that takes longer than this ends the call: the peer stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +51,45 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Call starts and ends go here (bounded; overflow is counted as `records_overflow`).
     pub records: Option<mpsc::Sender<CallNote>>,
+    /// Stream tokens and outbound-call context, shared with the webhooks.
+    pub control: CallControl,
+}
+
+/// What the webhooks hand to the call tasks: the stream-token verifier and the context of
+/// outbound calls until their stream starts.
+#[derive(Default)]
+pub struct CallControl {
+    /// Verifies the `token` custom parameter of `start`; `None` when signature checks are off
+    /// (`TWILIO_VALIDATE_SIGNATURE=false`).
+    pub stream_tokens: Option<Mutex<StreamTokens>>,
+    /// Outbound calls created through `POST /v1/calls`, by call SID, until their stream starts.
+    pub outbound: DashMap<String, OutboundCall>,
+}
+
+/// An outbound call's context, applied when its stream starts.
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    /// Lead the call is for.
+    pub lead_id: Option<String>,
+    /// Caller-supplied metadata (JSON), kept in the call record's custom parameters.
+    pub metadata: Option<String>,
+    /// Session instructions for this call only.
+    pub instructions: Option<String>,
+    /// Voice for this call only.
+    pub voice: Option<String>,
+    /// When the call was created (entries of calls that never connect expire).
+    pub created: Instant,
+}
+
+/// How long an outbound call's context waits for its stream.
+pub const OUTBOUND_CONTEXT_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl CallControl {
+    /// Remembers an outbound call's context, forgetting ones that never connected.
+    pub fn remember_outbound(&self, call_sid: String, call: OutboundCall) {
+        self.outbound.retain(|_, c| c.created.elapsed() < OUTBOUND_CONTEXT_TTL);
+        self.outbound.insert(call_sid, call);
+    }
 }
 
 impl Shared {
@@ -67,7 +112,14 @@ impl Shared {
             stop_calls: CancellationToken::new(),
             tracker: TaskTracker::new(),
             records,
+            control: CallControl::default(),
         }
+    }
+
+    /// Sets the call-control state (stream tokens, outbound context).
+    pub fn with_control(mut self, control: CallControl) -> Self {
+        self.control = control;
+        self
     }
 
     /// Hands a note to the store without waiting; a full or closed channel drops it, counted.
@@ -132,7 +184,10 @@ pub async fn run_call(socket: WebSocket, dialect: Dialect, slot: CallSlot) {
     m::call_started();
     let record = CallDriver::new(socket, dialect, &shared).run().instrument(span).await;
     m::call_ended_label(record.end_reason);
-    shared.note(CallNote::Ended(Box::new(record)));
+    // A refused stream is not a call: nothing of it is stored.
+    if record.end_reason != EndReason::Unauthorized.as_str() {
+        shared.note(CallNote::Ended(Box::new(record)));
+    }
     drop(slot);
 }
 
@@ -151,6 +206,10 @@ struct CallDriver<'s> {
     close: Option<(u16, &'static str)>,
     /// A barge-in happened while handling the current input.
     barged_in: bool,
+    /// The stream's token was refused: the call ends instead of connecting upstream.
+    unauthorized: bool,
+    /// Per-call instructions and voice of an outbound call.
+    outbound: Option<(Option<String>, Option<String>)>,
     /// When the input being handled was read from its socket.
     input_at: Instant,
     /// The provider socket can still be read (false after its close, so a draining call
@@ -193,6 +252,8 @@ impl<'s> CallDriver<'s> {
             text: String::with_capacity(1024),
             close: None,
             barged_in: false,
+            unauthorized: false,
+            outbound: None,
             input_at: now,
             provider_open: true,
             frames_in: m::frames_in_counter(dialect.name()),
@@ -298,6 +359,7 @@ impl<'s> CallDriver<'s> {
                     }
                     upstream_dirty = true;
                 }
+                Output::ConnectUpstream if self.unauthorized => return Err(EndReason::Unauthorized),
                 Output::ConnectUpstream => {
                     let cfg = self.shared.upstream.clone();
                     self.connecting = Some(Box::pin(async move { rt_client::connect(&cfg).await }));
@@ -331,12 +393,19 @@ impl<'s> CallDriver<'s> {
                 self.record.call_sid = Some(call_sid.clone());
                 self.record.stream_sid = Some(stream_sid.clone());
                 self.record.custom_parameters = custom_parameters.clone();
+                if let Err(kind) = self.admit(call_sid) {
+                    warn!(reason = kind, "stream token refused; no upstream session opened");
+                    m::stream_refused(kind);
+                    self.unauthorized = true;
+                    self.record.end_detail = Some(format!("stream token {kind}"));
+                    return;
+                }
                 self.shared.note(CallNote::Started(CallStarted {
                     call_sid: call_sid.clone(),
                     stream_sid: stream_sid.clone(),
                     provider,
                     started_at: self.record.started_at,
-                    custom_parameters: custom_parameters.clone(),
+                    custom_parameters: self.record.custom_parameters.clone(),
                 }));
                 info!(passthrough, "stream started");
             }
@@ -450,6 +519,42 @@ impl<'s> CallDriver<'s> {
         }
     }
 
+    /// Checks the stream's token (when required) and applies an outbound call's context.
+    /// `Err` is the refusal's metric label.
+    fn admit(&mut self, call_sid: &str) -> Result<(), &'static str> {
+        let params = &mut self.record.custom_parameters;
+        let token = params.remove(STREAM_TOKEN_PARAM);
+        if let Some(tokens) = &self.shared.control.stream_tokens {
+            let Some(token) = token else { return Err("missing") };
+            let now_ms =
+                SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let claims = tokens.lock().unwrap_or_else(|p| p.into_inner()).verify(&token, call_sid, now_ms);
+            match claims {
+                // The signed lead id wins over an unsigned parameter of the same name.
+                Ok(claims) => match claims.lead_id {
+                    Some(lead) => {
+                        params.insert("leadId".into(), lead);
+                    }
+                    None => {
+                        params.remove("leadId");
+                    }
+                },
+                Err(e) => return Err(e.kind()),
+            }
+        }
+        if let Some((_, out)) = self.shared.control.outbound.remove(call_sid) {
+            params.insert("direction".into(), "outbound".into());
+            if let Some(lead) = out.lead_id {
+                params.insert("leadId".into(), lead);
+            }
+            if let Some(meta) = out.metadata {
+                params.insert("metadata".into(), meta);
+            }
+            self.outbound = Some((out.instructions, out.voice));
+        }
+        Ok(())
+    }
+
     async fn finish(mut self, reason: EndReason) -> CallRecord {
         let (code, text) = self.close.unwrap_or(match reason {
             EndReason::ProviderStop | EndReason::CallerHangup => (1000, "call ended"),
@@ -457,6 +562,7 @@ impl<'s> CallDriver<'s> {
             EndReason::UnsupportedFormat => (1003, "unsupported mediaFormat"),
             EndReason::ProviderError => (1008, "protocol error"),
             EndReason::Shutdown => (1001, "server shutting down"),
+            EndReason::Unauthorized => (1008, "stream not authorized"),
             EndReason::UpstreamClosed
             | EndReason::UpstreamError { .. }
             | EndReason::UpstreamConnectFailed => (1011, "voice model unavailable"),

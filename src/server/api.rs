@@ -19,7 +19,7 @@ use axum::{Json, Router, routing::get};
 use serde::Deserialize;
 use tracing::{error, warn};
 
-use super::auth;
+use crate::auth;
 use crate::metrics as m;
 use crate::store::StoreReader;
 

@@ -11,15 +11,15 @@
 //! | `/v1/…` | the bearer-token API ([`api`]) |
 
 pub mod api;
-pub mod auth;
+pub mod control;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -55,6 +55,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct AppState {
     shared: Arc<Shared>,
+    control: Option<Arc<control::Control>>,
     metrics: PrometheusHandle,
     started: Instant,
 }
@@ -62,31 +63,46 @@ struct AppState {
 /// What the server offers beyond media streams, health and metrics.
 #[derive(Clone, Default)]
 pub struct Services {
-    /// The `/v1` API.
+    /// The `/v1` read API.
     pub api: api::ApiState,
+    /// Webhooks, outbound calls and upgrade checks; `None` serves media streams unchecked
+    /// (tests, the demo and the bench harness).
+    pub control: Option<Arc<control::Control>>,
 }
 
 /// The router (exposed for tests that drive it without a socket).
 pub fn router(shared: Arc<Shared>, metrics: PrometheusHandle, services: Services) -> Router {
-    let state = Arc::new(AppState { shared, metrics, started: Instant::now() });
-    Router::new()
+    let state =
+        Arc::new(AppState { shared, metrics, started: Instant::now(), control: services.control.clone() });
+    let mut router = Router::new()
         .route("/media/{provider}", get(media))
         .route("/health", get(health))
         .route(HEALTHZ_PATH, get(|| async { "ok" }))
         .route(READYZ_PATH, get(readyz))
         .route(METRICS_PATH, get(render_metrics))
         .with_state(state)
-        .merge(api::routes(services.api))
+        .merge(api::routes(services.api));
+    if let Some(c) = services.control {
+        router = router.merge(control::routes(c));
+    }
+    router
 }
 
 async fn media(
     Path(provider): Path<String>,
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(dialect) = Dialect::from_name(&provider) else {
         return (StatusCode::NOT_FOUND, "unknown provider").into_response();
     };
+    if let Some(c) = &st.control {
+        if let Some(refusal) = c.refuse_upgrade(dialect, &headers, peer) {
+            return refusal;
+        }
+    }
     let slot = match st.shared.try_admit() {
         Ok(slot) => slot,
         Err(reason) => {
@@ -193,7 +209,8 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let svc = TowerToHyperService::new(app.clone());
+        // Handlers see the peer (per-IP upgrade budget) as axum's `ConnectInfo`.
+        let svc = TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
         let stop = stop.clone();
         connections.spawn(async move {
             let conn = http1::Builder::new()

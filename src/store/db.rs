@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::record::{CallRecord, CallStarted};
+use super::record::{CallRecord, CallStarted, CallStatus};
 use crate::clients::summary::Summary;
 use crate::clients::supabase::Method;
 
@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS calls (
     custom_parameters TEXT NOT NULL DEFAULT '{}',
     frames_in INTEGER NOT NULL DEFAULT 0,
     frames_out INTEGER NOT NULL DEFAULT 0,
+    provider_status TEXT,
+    provider_duration_s INTEGER,
+    answered_by TEXT,
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at_ms DESC);
@@ -211,6 +214,12 @@ pub struct CallDetail {
     pub frames_in: i64,
     /// Agent frames sent.
     pub frames_out: i64,
+    /// Last `CallStatus` from the provider's callbacks.
+    pub provider_status: Option<String>,
+    /// `CallDuration` from the provider (s).
+    pub provider_duration_s: Option<i64>,
+    /// Answering-machine detection verdict (`human`, `machine_start`, …).
+    pub answered_by: Option<String>,
     /// Turns ordered by speech start.
     pub turns: Vec<Value>,
     /// Timeline in order.
@@ -425,6 +434,65 @@ impl Db {
         Ok(())
     }
 
+    /// Records a provider status callback. A call that never reached a stream gets its row from
+    /// it (`no_answer`, `busy`, `failed`, …); returns the summary to store for such a call
+    /// when the provider reports it over (the lead then gets `no_answer`).
+    pub fn call_status(&mut self, st: &CallStatus, now_ms: i64) -> Result<Option<Summary>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let fallback = match st.status.as_deref() {
+            Some("in-progress") => "answered",
+            Some("completed") => "completed",
+            Some("busy") => "busy",
+            Some("failed") => "failed",
+            Some("no-answer") => "no_answer",
+            Some("canceled") => "canceled",
+            _ => "dialing",
+        };
+        let p: std::collections::BTreeMap<String, String> =
+            st.lead_id.iter().map(|l| ("leadId".to_owned(), l.clone())).collect();
+        tx.execute(
+            "INSERT INTO calls (call_sid, provider, direction, from_number, to_number, lead_id, status,
+                 started_at_ms, custom_parameters, provider_status, provider_duration_s, answered_by, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (call_sid) DO UPDATE SET
+                 provider_status = coalesce(excluded.provider_status, calls.provider_status),
+                 provider_duration_s = coalesce(excluded.provider_duration_s, calls.provider_duration_s),
+                 answered_by = coalesce(excluded.answered_by, calls.answered_by),
+                 from_number = coalesce(calls.from_number, excluded.from_number),
+                 to_number = coalesce(calls.to_number, excluded.to_number),
+                 status = CASE WHEN calls.status IN ('in_progress', 'completed', 'interrupted')
+                               THEN calls.status ELSE excluded.status END,
+                 updated_at_ms = excluded.updated_at_ms",
+            params![
+                st.call_sid,
+                st.provider,
+                st.direction.unwrap_or("inbound"),
+                st.from,
+                st.to,
+                st.lead_id,
+                fallback,
+                unix_ms(st.at),
+                serde_json::to_string(&p).unwrap_or_else(|_| "{}".into()),
+                st.status,
+                st.duration_s,
+                st.answered_by,
+                now_ms
+            ],
+        )?;
+        enqueue_call_row(&tx, self.remote.is_some(), &st.call_sid, now_ms)?;
+        let (status, summary_state): (String, String) = tx.query_row(
+            "SELECT status, summary_state FROM calls WHERE call_sid = ?1",
+            [&st.call_sid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.commit()?;
+        let unanswered = matches!(status.as_str(), "busy" | "failed" | "no_answer" | "canceled");
+        Ok((unanswered && summary_state == "none").then(|| Summary {
+            summary: format!("The call was not answered ({}).", status.replace('_', " ")),
+            outcome: crate::clients::summary::Outcome::NoAnswer,
+        }))
+    }
+
     /// Marks a summary as given up (`failed`) or not needed (`skipped`); the call row stays.
     pub fn summary_state(&mut self, call_sid: &str, state: &str, now_ms: i64) -> Result<(), StoreError> {
         self.conn.execute(
@@ -552,7 +620,8 @@ impl Db {
             .conn
             .query_row(
                 &format!(
-                    "SELECT {SUMMARY_COLUMNS}, end_detail, usage, custom_parameters, frames_in, frames_out
+                    "SELECT {SUMMARY_COLUMNS}, end_detail, usage, custom_parameters, frames_in, frames_out,
+                            provider_status, provider_duration_s, answered_by
                      FROM calls WHERE call_sid = ?1"
                 ),
                 [call_sid],
@@ -564,11 +633,16 @@ impl Db {
                         r.get::<_, String>(17)?,
                         r.get::<_, i64>(18)?,
                         r.get::<_, i64>(19)?,
+                        (
+                            r.get::<_, Option<String>>(20)?,
+                            r.get::<_, Option<i64>>(21)?,
+                            r.get::<_, Option<String>>(22)?,
+                        ),
                     ))
                 },
             )
             .optional()?;
-        let Some((call, end_detail, usage, custom, frames_in, frames_out)) = found else {
+        let Some((call, end_detail, usage, custom, frames_in, frames_out, provider)) = found else {
             return Ok(None);
         };
         let started = call.started_at_ms;
@@ -586,6 +660,9 @@ impl Db {
             custom_parameters: parse(Some(custom)),
             frames_in,
             frames_out,
+            provider_status: provider.0,
+            provider_duration_s: provider.1,
+            answered_by: provider.2,
             turns,
             timeline,
             outbox,
@@ -633,6 +710,9 @@ fn enqueue_call_row(
                 "usage": json_col(14)?,
                 "custom_parameters": json_col(15)?,
                 "updated_at": rfc3339(r.get(16)?),
+                "provider_status": r.get::<_, Option<String>>(17)?,
+                "provider_duration_s": r.get::<_, Option<i64>>(18)?,
+                "answered_by": r.get::<_, Option<String>>(19)?,
             }))
         },
     )?;

@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 pub use db::{CallDetail, CallSummaryRow, DB_FILE, OutboxRow, StoreError, SummaryJob, rfc3339};
 use db::{Db, RemoteTables};
-pub use record::{CallNote, CallRecord, CallStarted, TimelineEntry};
+pub use record::{CallNote, CallRecord, CallStarted, CallStatus, TimelineEntry};
 
 use crate::clients::summary::{Outcome, Summarizer, Summary};
 use crate::clients::supabase::{self, Supabase, Write};
@@ -265,6 +265,16 @@ async fn note_task(
         let result = match note {
             CallNote::Started(s) => {
                 blocking(&db, move |db| db.call_started(&s, now_ms()).map(|()| None)).await
+            }
+            CallNote::Status(st) => {
+                let sid = st.call_sid.clone();
+                blocking(&db, move |db| {
+                    if let Some(summary) = db.call_status(&st, now_ms())? {
+                        db.call_summarized(&sid, &summary, now_ms())?;
+                    }
+                    Ok(None)
+                })
+                .await
             }
             CallNote::Ended(r) => {
                 if r.call_sid.is_none() {

@@ -30,6 +30,34 @@ pub enum CallNote {
     Started(CallStarted),
     /// The call ended.
     Ended(Box<CallRecord>),
+    /// The provider's status callback (also for calls that never reached a stream).
+    Status(CallStatus),
+}
+
+/// A provider status or answering-machine-detection callback.
+#[derive(Debug, Clone)]
+pub struct CallStatus {
+    /// `CallSid`.
+    pub call_sid: String,
+    /// `twilio` or `signalwire`.
+    pub provider: &'static str,
+    /// `CallStatus`: `queued`, `initiated`, `ringing`, `in-progress`, `completed`, `busy`,
+    /// `failed`, `no-answer`, `canceled`.
+    pub status: Option<String>,
+    /// `CallDuration` (s), on `completed`.
+    pub duration_s: Option<i64>,
+    /// `AnsweredBy` from AMD: `human`, `machine_start`, `machine_end_beep`, `fax`, `unknown`, …
+    pub answered_by: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<&'static str>,
+    /// `From`.
+    pub from: Option<String>,
+    /// `To`.
+    pub to: Option<String>,
+    /// Lead of an outbound call, if known.
+    pub lead_id: Option<String>,
+    /// When the callback arrived.
+    pub at: SystemTime,
 }
 
 /// A call's identity when its stream starts.

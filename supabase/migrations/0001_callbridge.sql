@@ -12,7 +12,8 @@ create table if not exists public.calls (
     to_number         text,
     lead_id           text,
     -- in_progress while the call runs, then completed; interrupted when the bridge restarted
-    -- under a live call.
+    -- under a live call; dialing / answered / no_answer / busy / failed / canceled for calls
+    -- known only from status callbacks.
     status            text not null,
     started_at        timestamptz not null,
     ended_at          timestamptz,
@@ -23,6 +24,11 @@ create table if not exists public.calls (
     summary           text,
     usage             jsonb,
     custom_parameters jsonb,
+    -- From the provider's status callbacks: CallStatus (no-answer, busy, failed, completed, …),
+    -- CallDuration, and AnsweredBy when answering-machine detection ran.
+    provider_status     text,
+    provider_duration_s integer,
+    answered_by         text,
     updated_at        timestamptz not null default now()
 );
 

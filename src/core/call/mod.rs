@@ -103,6 +103,8 @@ pub enum EndReason {
     ProviderError,
     /// The server shut down before the call finished.
     Shutdown,
+    /// The stream's token was missing, forged, expired or replayed (no upstream was opened).
+    Unauthorized,
 }
 
 impl EndReason {
@@ -118,6 +120,7 @@ impl EndReason {
             EndReason::UnsupportedFormat => "unsupported_format",
             EndReason::ProviderError => "provider_error",
             EndReason::Shutdown => "shutdown",
+            EndReason::Unauthorized => "unauthorized",
         }
     }
 }

@@ -68,7 +68,7 @@ pub struct StreamAttrs<'a> {
     /// SignalWire only, `realtime`: `true` for low-latency playback of what we send.
     pub realtime: Option<bool>,
     /// SignalWire only, `authBearerToken`: arrives as `Authorization: Bearer <token>` on the
-    /// WebSocket upgrade (check it with `server::auth::bearer_matches`). A secret: never log
+    /// WebSocket upgrade (check it with `auth::bearer_matches`). A secret: never log
     /// the document.
     pub auth_bearer_token: Option<&'a str>,
 }
