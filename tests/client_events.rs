@@ -98,6 +98,13 @@ fn events() -> Vec<(&'static str, ClientEvent)> {
         ("session pcmu server_vad", ClientEvent::SessionUpdate(Box::new(pcmu_session()))),
         ("session pcm24k semantic_vad", ClientEvent::SessionUpdate(Box::new(pcm24k_session()))),
         ("session manual", ClientEvent::SessionUpdate(Box::new(manual_session()))),
+        (
+            "session with the built-in tools",
+            ClientEvent::SessionUpdate(Box::new(SessionConfig {
+                tools: callbridge::core::call::builtin_tools(),
+                ..pcmu_session()
+            })),
+        ),
         ("append", ClientEvent::InputAudioAppend { audio_b64: "//////////8=".into() }),
         ("commit", ClientEvent::InputAudioCommit),
         ("clear", ClientEvent::InputAudioClear),
@@ -110,6 +117,12 @@ fn events() -> Vec<(&'static str, ClientEvent)> {
             },
         ),
         ("response.create", ClientEvent::ResponseCreate),
+        (
+            "response.create out-of-band",
+            ClientEvent::ResponseCreateOutOfBand {
+                instructions: "Tell the caller, in one short sentence, that you are checking.".into(),
+            },
+        ),
         ("cancel current", ClientEvent::ResponseCancel { response_id: None }),
         ("cancel by id", ClientEvent::ResponseCancel { response_id: Some("resp_CEkz2mD1Yv6wZ4rV".into()) }),
         (

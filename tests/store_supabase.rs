@@ -41,6 +41,7 @@ fn script() -> Vec<Step> {
 }
 
 async fn sims() -> (SimHandle, ChatSim) {
+    callbridge::telemetry::init(false, "warn");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = SimConfig::from_fixtures().unwrap();
     cfg.speed = 50.0;
@@ -118,6 +119,17 @@ async fn settled(reader: &StoreReader, calls: usize, timeout: Duration) -> bool 
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Say what is stuck.
+    for c in reader.list_calls(200, None).await.unwrap() {
+        eprintln!("call {} status={} summary_state={}", c.call_sid, c.status, c.summary_state);
+        let d = reader.call_detail(c.call_sid.clone()).await.unwrap().unwrap();
+        for row in &d.outbox {
+            eprintln!(
+                "stuck: {} {} {} attempts={} {:?}",
+                row.call_sid, row.target, row.state, row.attempts, row.last_error
+            );
+        }
     }
     false
 }

@@ -20,7 +20,7 @@ use dashmap::DashMap;
 use crate::auth::StreamTokens;
 use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
 use crate::config::UpstreamConfig;
-use crate::core::call::{Call, CallEvent, CallParams, EndReason, Output, ProviderOut};
+use crate::core::call::{BuiltinCall, Call, CallEvent, CallParams, EndReason, Output, ProviderOut, ToolResult};
 use crate::core::realtime::{self, ClientEvent, RealtimeDecoder};
 use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
 use crate::metrics::{self as m, RefuseReason};
@@ -366,6 +366,22 @@ impl<'s> CallDriver<'s> {
                 }
                 Output::Event(e) => self.on_event(e),
                 Output::End(reason) => ended = Some(reason),
+                // Interim wiring until the tool runner lands: end_call hangs up (closing the
+                // sockets on End ends a <Connect><Stream> call), every other tool answers with an
+                // error so the model is never left waiting. Results are fed back in this loop.
+                Output::Tool(req) => {
+                    let result = match &req.builtin {
+                        Some(BuiltinCall::EndCall { .. }) => ToolResult::HangUp,
+                        _ => ToolResult::Err("this tool is not available yet".to_owned()),
+                    };
+                    self.call.handle_tool_result(Instant::now(), &req.call_id, result);
+                }
+                Output::Transfer { call_id, .. } => self.call.handle_tool_result(
+                    Instant::now(),
+                    &call_id,
+                    ToolResult::Err("transfers are not available yet".to_owned()),
+                ),
+                Output::CancelTool { .. } | Output::HangUp | Output::SendDtmf { .. } => {}
             }
         }
         if provider_dirty && timed(self.provider.flush()).await.is_err() {
@@ -438,6 +454,12 @@ impl<'s> CallDriver<'s> {
                 }
             }
             CallEvent::Dtmf { .. } => debug!("dtmf"),
+            CallEvent::ToolCalled { .. }
+            | CallEvent::ToolRejected { .. }
+            | CallEvent::ToolFinished { .. }
+            | CallEvent::ToolCancelled { .. }
+            | CallEvent::FillerSpoken { .. } => debug!(?e, "tool"),
+            CallEvent::DtmfSent { .. } => debug!("dtmf sent"),
             CallEvent::ResponseDone { .. } => {}
         }
         self.record.note(at, &e);
@@ -558,6 +580,8 @@ impl<'s> CallDriver<'s> {
     async fn finish(mut self, reason: EndReason) -> CallRecord {
         let (code, text) = self.close.unwrap_or(match reason {
             EndReason::ProviderStop | EndReason::CallerHangup => (1000, "call ended"),
+            EndReason::AgentHangup => (1000, "call ended by the agent"),
+            EndReason::Transferred => (1000, "call transferred"),
             EndReason::StartTimeout => (1008, "no valid start message"),
             EndReason::UnsupportedFormat => (1003, "unsupported mediaFormat"),
             EndReason::ProviderError => (1008, "protocol error"),

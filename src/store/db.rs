@@ -683,7 +683,7 @@ fn enqueue_call_row(
     let body = tx.query_row(
         "SELECT call_sid, stream_sid, provider, direction, from_number, to_number, lead_id, status,
                 started_at_ms, ended_at_ms, duration_ms, end_reason, outcome, summary, usage,
-                custom_parameters, updated_at_ms
+                custom_parameters, updated_at_ms, provider_status, provider_duration_s, answered_by
          FROM calls WHERE call_sid = ?1",
         [call_sid],
         |r| {

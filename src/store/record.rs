@@ -153,6 +153,19 @@ impl CallRecord {
             CallEvent::ResponseDone { response_id, status } => {
                 ("response_done", format!("{response_id} {status}"))
             }
+            CallEvent::ToolCalled { call_id, name } => ("tool_called", format!("{name} {call_id}")),
+            CallEvent::ToolRejected { call_id, name, reason } => {
+                ("tool_rejected", format!("{name} {call_id} {}", reason.as_str()))
+            }
+            CallEvent::ToolFinished { call_id, name, ok, ms } => {
+                ("tool_finished", format!("{name} {call_id} ok={ok} {ms} ms"))
+            }
+            CallEvent::ToolCancelled { call_id, name, reason, ms } => {
+                ("tool_cancelled", format!("{name} {call_id} {} {ms} ms", reason.as_str()))
+            }
+            CallEvent::FillerSpoken { call_id } => ("filler", call_id.clone()),
+            // Digits may be personal data (an account number): only their count.
+            CallEvent::DtmfSent { digits } => ("dtmf_sent", format!("{} keys", digits.len())),
         };
         self.push(at_ms, kind, detail);
     }

@@ -7,9 +7,15 @@
 //!
 //! Phases: `AwaitingStart → Connecting → Live → Draining → Ended`; the end reason goes out
 //! once, as [`Output::End`].
+//!
+//! Tools the model calls and caller key presses are handled in [`tools`] and `dtmf.rs`; every
+//! `response.create` the call sends itself goes through `gate.rs` (one response at a time).
 
+mod dtmf;
+mod gate;
 mod playback;
 mod pool;
+pub mod tools;
 mod transcript;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +30,7 @@ use crate::core::telephony::{Media, ProviderEvent, StreamStart, Track};
 
 pub use playback::{MarkOutcome, Playback, Send};
 pub use pool::StringPool;
+pub use tools::{BuiltinCall, CancelReason, RejectReason, ToolRequest, ToolResult, builtin_tools};
 pub use transcript::{Role, Transcript, Turn};
 
 /// Default for [`CallParams::max_lead_ms`].
@@ -34,6 +41,17 @@ pub const DEFAULT_MARK_INTERVAL_MS: u32 = 100;
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`CallParams::upstream_connect_timeout`].
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`CallParams::tool_timeout`].
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`CallParams::filler_delay`].
+pub const DEFAULT_FILLER_DELAY: Duration = Duration::from_millis(1_500);
+/// Default for [`CallParams::filler_instructions`].
+pub const DEFAULT_FILLER_INSTRUCTIONS: &str = "In one short sentence, in the language of the conversation, \
+    tell the caller you are looking into it and it will take a moment. Do not answer the question yet.";
+/// Default for [`CallParams::action_playout_cap`].
+pub const DEFAULT_ACTION_PLAYOUT_CAP: Duration = Duration::from_secs(10);
+/// Default for [`CallParams::dtmf_gap`].
+pub const DEFAULT_DTMF_GAP: Duration = Duration::from_millis(1_500);
 
 /// Per-call settings.
 #[derive(Debug, Clone)]
@@ -59,6 +77,20 @@ pub struct CallParams {
     pub upstream_connect_timeout: Duration,
     /// After the caller leaves, wait this long at most for outstanding caller transcriptions.
     pub transcript_linger: Duration,
+    /// A tool still running after this is cancelled and the model told it timed out; default
+    /// 20 s. The shell may give single tools a shorter limit of its own.
+    pub tool_timeout: Duration,
+    /// Silence while a tool runs before a short spoken filler ("one moment"); default 1.5 s;
+    /// `None` = no fillers.
+    pub filler_delay: Option<Duration>,
+    /// The filler's per-response instructions (an out-of-band `response.create`).
+    pub filler_instructions: String,
+    /// Hang-up, transfer and sent keys wait for the agent's audio to play out, at most this long
+    /// after the tool result; default 10 s.
+    pub action_playout_cap: Duration,
+    /// Caller key presses are sent to the model as one message once no key came for this long
+    /// (or at `#`); default 1.5 s.
+    pub dtmf_gap: Duration,
 }
 
 impl CallParams {
@@ -75,6 +107,11 @@ impl CallParams {
             start_timeout: DEFAULT_START_TIMEOUT,
             upstream_connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
             transcript_linger: Duration::from_millis(1_500),
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            filler_delay: Some(DEFAULT_FILLER_DELAY),
+            filler_instructions: DEFAULT_FILLER_INSTRUCTIONS.to_owned(),
+            action_playout_cap: DEFAULT_ACTION_PLAYOUT_CAP,
+            dtmf_gap: DEFAULT_DTMF_GAP,
         }
     }
 }
@@ -105,6 +142,10 @@ pub enum EndReason {
     Shutdown,
     /// The stream's token was missing, forged, expired or replayed (no upstream was opened).
     Unauthorized,
+    /// The agent hung up (`end_call`, [`Output::HangUp`]).
+    AgentHangup,
+    /// The call was transferred ([`Output::Transfer`]) and the stream then ended.
+    Transferred,
 }
 
 impl EndReason {
@@ -121,6 +162,8 @@ impl EndReason {
             EndReason::ProviderError => "provider_error",
             EndReason::Shutdown => "shutdown",
             EndReason::Unauthorized => "unauthorized",
+            EndReason::AgentHangup => "agent_hangup",
+            EndReason::Transferred => "transferred",
         }
     }
 }
@@ -144,6 +187,12 @@ pub enum DropReason {
     UnknownMark,
     /// A second `start`, or provider events after the call ended.
     OutOfOrder,
+    /// A tool result for a call that was cancelled, already answered, or never made.
+    StaleToolResult,
+    /// A function call whose `call_id` was already seen.
+    DuplicateToolCall,
+    /// A function call from a response the caller had already interrupted (not run).
+    CancelledToolCall,
 }
 
 impl DropReason {
@@ -158,6 +207,9 @@ impl DropReason {
             DropReason::StaleMark => "stale_mark",
             DropReason::UnknownMark => "unknown_mark",
             DropReason::OutOfOrder => "out_of_order",
+            DropReason::StaleToolResult => "stale_tool_result",
+            DropReason::DuplicateToolCall => "duplicate_tool_call",
+            DropReason::CancelledToolCall => "cancelled_tool_call",
         }
     }
 }
@@ -216,7 +268,8 @@ pub enum CallEvent {
     },
     /// The caller talked over the agent: `clear` (if audio was playing), truncates, cancel.
     BargeIn {
-        /// Each agent item cut short: its id and the `audio_end_ms` sent (ms of it heard).
+        /// Each agent item cut short: its id and the ms of it heard (the `audio_end_ms` of its
+        /// truncate; a filler's item is out of the conversation and not truncated).
         truncated: Vec<(String, u64)>,
         /// A `clear` went to the provider (agent audio was playing or queued).
         cleared: bool,
@@ -257,6 +310,58 @@ pub enum CallEvent {
         /// or `other` for an unknown one.
         status: &'static str,
     },
+    /// A tool call went to the shell ([`Output::Tool`]). Exactly one
+    /// [`CallEvent::ToolFinished`] or [`CallEvent::ToolCancelled`] follows.
+    ToolCalled {
+        /// The function call's `call_id`.
+        call_id: String,
+        /// A tool the session declared (a bounded set: fit for a metric label).
+        name: String,
+    },
+    /// A tool call was answered with an error without running (see [`RejectReason`]).
+    ToolRejected {
+        /// The function call's `call_id`.
+        call_id: String,
+        /// The name the model used, at most 64 characters; **not** a declared tool when the reason
+        /// is [`RejectReason::UnknownTool`], so never a metric label then.
+        name: String,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A tool call finished: its result went to the model, or its call action was carried out
+    /// (a transfer counts as finished when the stream ends after it).
+    ToolFinished {
+        /// The function call's `call_id`.
+        call_id: String,
+        /// The declared tool name.
+        name: String,
+        /// `false` for [`ToolResult::Err`] (including a failed transfer) or an invalid
+        /// transfer target or digits.
+        ok: bool,
+        /// From [`CallEvent::ToolCalled`] to now (ms).
+        ms: u64,
+    },
+    /// A tool call was cancelled ([`Output::CancelTool`] went out if it was still running).
+    ToolCancelled {
+        /// The function call's `call_id`.
+        call_id: String,
+        /// The declared tool name.
+        name: String,
+        /// Why.
+        reason: CancelReason,
+        /// From [`CallEvent::ToolCalled`] to now (ms).
+        ms: u64,
+    },
+    /// A spoken filler was requested while a tool ran (out-of-band `response.create`).
+    FillerSpoken {
+        /// The tool call whose wait it covers (it covers every tool running at that moment).
+        call_id: String,
+    },
+    /// Keys the model asked for were handed to the shell ([`Output::SendDtmf`]).
+    DtmfSent {
+        /// The keys: `0-9`, `*`, `#`, `w`. May be personal data (e.g. an account number).
+        digits: String,
+    },
 }
 
 /// What the shell must do next, in order.
@@ -271,6 +376,33 @@ pub enum Output {
     ConnectUpstream,
     /// Log, count or record this; nothing to write.
     Event(CallEvent),
+    /// Run this tool as a task (never in the audio loop), then call
+    /// [`Call::handle_tool_result`] with its `call_id`.
+    Tool(ToolRequest),
+    /// Abort the task of this tool call; its result is no longer wanted (a late one is dropped).
+    CancelTool {
+        /// The function call's `call_id` from [`ToolRequest`].
+        call_id: String,
+    },
+    /// Hang the call up through the provider's REST API (`Status=completed`). The agent's audio
+    /// has played out; [`Output::End`] with [`EndReason::AgentHangup`] follows.
+    HangUp,
+    /// Transfer the call: redirect it through the provider's REST API to `<Dial>` the target
+    /// (which ends this stream with `stop`). On failure, report it with
+    /// [`Call::handle_tool_result`] and [`ToolResult::Err`].
+    Transfer {
+        /// The `transfer_call` tool call.
+        call_id: String,
+        /// An E.164 number or `sip:` URI, accepted by
+        /// [`twiml::dial`](crate::core::telephony::twiml::dial).
+        target: String,
+    },
+    /// Press these keys on the call (SignalWire: a `dtmf` message on the stream; Twilio: a REST
+    /// redirect to `<Play digits>`). The model is already told they were sent.
+    SendDtmf {
+        /// `0-9`, `*`, `#`, `w` (0.5 s pause), at most [`tools::MAX_SEND_DIGITS`].
+        digits: String,
+    },
     /// The call is over: close both sockets. Emitted once.
     End(EndReason),
 }
@@ -303,6 +435,16 @@ struct Bridge {
     /// When the caller last stopped speaking, until the first agent frame goes out.
     awaiting_first_audio: Option<Instant>,
     sends: Vec<Send>,
+    /// Which responses are active or requested; `response.create`s owed.
+    gate: gate::ResponseGate,
+    /// Tool calls in flight and recently finished.
+    tools: tools::Tools,
+    /// Caller key presses not yet sent to the model.
+    dtmf: dtmf::DtmfBatch,
+    /// Between the caller's `speech_started` and `speech_stopped`.
+    caller_speaking: bool,
+    /// Since when the agent's audio has played out (see `tools.rs`), for fillers.
+    idle_since: Option<Instant>,
 }
 
 /// One call.
@@ -371,8 +513,17 @@ impl Call {
         self.out.pop_front()
     }
 
-    /// When [`Call::handle_timeout`] must be called next, if ever.
+    /// When [`Call::handle_timeout`] must be called next, if ever: the phase's deadline, or
+    /// (while live) a tool timeout, a filler, a key-press batch or a call action cap.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let phase = self.phase_deadline();
+        match (phase, self.tools_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn phase_deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::AwaitingStart { deadline } => Some(*deadline),
             Phase::Connecting { deadline, .. } => Some(*deadline),
@@ -410,12 +561,11 @@ impl Call {
             ProviderEvent::Connected { .. } | ProviderEvent::Unknown { .. } => {}
             ProviderEvent::Start(start) => self.on_start(now, *start),
             ProviderEvent::Media(m) => self.on_media(m),
-            ProviderEvent::Mark { name } => self.on_mark(now, &name),
-            ProviderEvent::Dtmf { digit, .. } => {
-                if self.bridge().is_some() {
-                    self.event(CallEvent::Dtmf { digit });
-                }
+            ProviderEvent::Mark { name } => {
+                self.on_mark(now, &name);
+                self.service(now);
             }
+            ProviderEvent::Dtmf { digit, .. } => self.on_dtmf(now, digit),
             ProviderEvent::Stop => self.begin_end(now, EndReason::ProviderStop),
         }
     }
@@ -428,6 +578,18 @@ impl Call {
     /// The provider's socket broke the protocol so that it must be closed (e.g. oversize).
     pub fn handle_provider_error(&mut self, now: Instant) {
         self.begin_end(now, EndReason::ProviderError);
+    }
+
+    /// A caller key press: recorded, and batched for the model (not once the caller is gone).
+    fn on_dtmf(&mut self, now: Instant, digit: char) {
+        let gap = self.params.dtmf_gap;
+        match &mut self.phase {
+            Phase::Connecting { bridge, .. } | Phase::Live { bridge } => bridge.dtmf.push(digit, now, gap),
+            Phase::Draining { .. } => {}
+            Phase::AwaitingStart { .. } | Phase::Ended => return,
+        }
+        self.event(CallEvent::Dtmf { digit });
+        self.service(now);
     }
 
     fn on_start(&mut self, now: Instant, s: StreamStart) {
@@ -469,6 +631,11 @@ impl Call {
             cancelled: VecDeque::with_capacity(CANCELLED_KEPT),
             awaiting_first_audio: None,
             sends: Vec::with_capacity(32),
+            gate: gate::ResponseGate::default(),
+            tools: tools::Tools::default(),
+            dtmf: dtmf::DtmfBatch::default(),
+            caller_speaking: false,
+            idle_since: None,
         });
         let deadline = now + self.params.upstream_connect_timeout;
         self.phase = Phase::Connecting { bridge, deadline, pending: VecDeque::new(), pending_ms: 0 };
@@ -570,7 +737,7 @@ impl Call {
     // ---------------------------------------------------------------- inputs: upstream
 
     /// The Realtime socket is open: configure the session and flush held caller audio.
-    pub fn handle_upstream_connected(&mut self, _now: Instant) {
+    pub fn handle_upstream_connected(&mut self, now: Instant) {
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         let Phase::Connecting { bridge, pending, .. } = phase else {
             self.phase = phase;
@@ -587,6 +754,8 @@ impl Call {
         }
         self.phase = Phase::Live { bridge };
         self.event(CallEvent::UpstreamReady);
+        // Key presses that came while connecting.
+        self.service(now);
     }
 
     /// The Realtime socket closed or could not be opened.
@@ -605,6 +774,7 @@ impl Call {
         match ev {
             ServerEvent::SpeechStarted { item_id, .. } => self.on_speech_started(now, &item_id),
             ServerEvent::SpeechStopped { item_id, .. } => {
+                self.note_caller_speaking(false);
                 self.transcript.caller_stopped(&item_id, at);
                 if let Some(b) = self.bridge_mut() {
                     b.awaiting_first_audio = Some(now);
@@ -613,6 +783,7 @@ impl Call {
             }
             ServerEvent::ResponseCreated { response_id } => {
                 if let Some(b) = self.bridge_mut() {
+                    b.gate.created(&response_id);
                     b.active_response = Some(response_id.into_owned());
                 }
             }
@@ -665,6 +836,7 @@ impl Call {
                     if b.active_response.as_deref() == Some(&*response_id) {
                         b.active_response = None;
                     }
+                    b.gate.done(&response_id);
                     b.playback.pad_tail();
                 }
                 self.pump_and_mark(now);
@@ -676,18 +848,27 @@ impl Call {
             ServerEvent::Error(error) => {
                 let fatal = error.is_fatal();
                 let code = error.code.clone().unwrap_or_else(|| error.kind.clone());
+                if code == "conversation_already_has_active_response" {
+                    // Our response.create raced a response the server started itself: owe it.
+                    if let Some(b) = self.bridge_mut() {
+                        b.gate.refused();
+                    }
+                }
                 self.event(CallEvent::UpstreamError { error, fatal });
                 if fatal {
                     self.end(now, EndReason::UpstreamError { code });
                 }
             }
+            ServerEvent::FunctionCallArgumentsDone { response_id, call_id, name, arguments, .. } => {
+                self.on_function_call(now, &response_id, &call_id, &name, &arguments)
+            }
             ServerEvent::SessionCreated
             | ServerEvent::SessionUpdated { .. }
             | ServerEvent::InputAudioCommitted { .. }
-            | ServerEvent::FunctionCallArgumentsDone { .. }
             | ServerEvent::ItemTruncated { .. }
             | ServerEvent::Unknown { .. } => {}
         }
+        self.service(now);
     }
 
     fn bridge_mut(&mut self) -> Option<&mut Bridge> {
@@ -703,6 +884,7 @@ impl Call {
         let at = self.ms_since_start(now);
         self.transcript.caller_started(item_id, at);
         self.event(CallEvent::SpeechStarted { item_id: item_id.to_owned() });
+        self.note_caller_speaking(true);
         let Some(b) = self.bridge_mut() else { return };
         b.awaiting_first_audio = None;
         let playing = b.playback.is_playing() || b.playback.items.iter().any(|it| !it.finished);
@@ -712,11 +894,20 @@ impl Call {
         }
         let mut out = Vec::new();
         let mut truncated = Vec::new();
+        // Responses the caller cut short: their tool calls are cancelled too.
+        let mut interrupted: Vec<String> = Vec::new();
         if playing {
             out.push(Output::Provider(ProviderOut::Clear));
             for (i, audio_end_ms) in b.playback.clear() {
                 let it = &b.playback.items[i];
                 truncated.push((it.item_id.clone(), audio_end_ms));
+                if !interrupted.contains(&it.response_id) {
+                    interrupted.push(it.response_id.clone());
+                }
+                if b.gate.is_aside(&it.response_id) {
+                    // A filler is out-of-band: its item is not in the conversation to truncate.
+                    continue;
+                }
                 out.push(Output::Realtime(ClientEvent::ItemTruncate {
                     item_id: it.item_id.clone(),
                     content_index: it.content_index,
@@ -733,6 +924,9 @@ impl Call {
                 b.cancelled.pop_front();
             }
             b.cancelled.push_back(id.clone());
+            if !interrupted.contains(id) {
+                interrupted.push(id.clone());
+            }
         }
         self.out.extend(out);
         for (id, _) in &truncated {
@@ -740,6 +934,7 @@ impl Call {
         }
         self.event(CallEvent::BargeIn { truncated, cleared: playing, cancelled_response });
         self.emit_final_turns();
+        self.cancel_interrupted(now, &interrupted);
     }
 
     fn on_audio_delta(
@@ -827,7 +1022,8 @@ impl Call {
 
     /// A deadline from [`Call::poll_timeout`] passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = self.poll_timeout().is_some_and(|d| d <= now);
+        self.service(now);
+        let due = self.phase_deadline().is_some_and(|d| d <= now);
         if !due {
             return;
         }
@@ -845,8 +1041,16 @@ impl Call {
         self.end(now, EndReason::Shutdown);
     }
 
-    /// The caller side is gone: wait briefly for outstanding caller transcriptions, then end.
+    /// The caller side is gone (or the agent hung up): cancel tools, wait briefly for outstanding
+    /// caller transcriptions, then end. A stream that stops after a transfer ends as
+    /// [`EndReason::Transferred`].
     fn begin_end(&mut self, now: Instant, reason: EndReason) {
+        let transferred = self.bridge().is_some_and(|b| b.tools.transferring());
+        let reason = match reason {
+            EndReason::ProviderStop | EndReason::CallerHangup if transferred => EndReason::Transferred,
+            other => other,
+        };
+        self.cancel_all_tools(now);
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         match phase {
             Phase::Live { mut bridge } if self.transcript.pending_caller_text() > 0 => {
@@ -875,6 +1079,7 @@ impl Call {
         if matches!(self.phase, Phase::Ended) {
             return;
         }
+        self.cancel_all_tools(now);
         self.transcript.close(self.ms_since_start(now));
         self.emit_final_turns();
         self.phase = Phase::Ended;
@@ -898,6 +1103,13 @@ impl Bridge {
         }
         out
     }
+}
+
+/// `t + d`, or a century later when that overflows: a huge configured duration must mean
+/// "never", not a panic (`Instant + Duration` panics on overflow).
+fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(CENTURY)).unwrap_or(t)
 }
 
 /// The model-side format for a provider format: the same format when the model accepts it

@@ -25,7 +25,8 @@
 //!   server keeps its value instead of receiving invalid JSON.
 //!
 //! Outside `session.update`: `response.create` has no `response` key (a normal turn, reference
-//! §1.3), `response.cancel` omits `response_id` when `None`, and no event carries an `event_id`.
+//! §1.3) except the out-of-band one ([`ClientEvent::ResponseCreateOutOfBand`]), `response.cancel`
+//! omits `response_id` when `None`, and no event carries an `event_id`.
 
 use std::fmt::Write as _;
 
@@ -190,6 +191,19 @@ pub enum ClientEvent {
     },
     /// `response.create` without a `response` object: a normal turn with the session defaults.
     ResponseCreate,
+    /// `response.create` for a spoken aside that stays out of the conversation (e.g. a "one
+    /// moment" filler while a tool runs):
+    /// `{"type":"response.create","response":{"conversation":"none","output_modalities":["audio"],
+    /// "instructions":…,"tool_choice":"none"}}`.
+    ///
+    /// `conversation: "none"` makes it out-of-band: its items are not added to the default
+    /// conversation, while (with no `input`) it still sees that conversation as context, so it
+    /// speaks the caller's language. `tool_choice: "none"`: it cannot call tools. Source:
+    /// reference §1.3 (`response.create` overrides) and the SDK's `RealtimeResponseCreateParams`.
+    ResponseCreateOutOfBand {
+        /// Instructions for this response only (they replace the session's for it).
+        instructions: String,
+    },
     /// `response.cancel`: stop a running response.
     ResponseCancel {
         /// The response to cancel; `None` = the one in progress (key omitted).
@@ -220,7 +234,7 @@ impl ClientEvent {
             Self::InputAudioCommit => "input_audio_buffer.commit",
             Self::InputAudioClear => "input_audio_buffer.clear",
             Self::ItemTruncate { .. } => "conversation.item.truncate",
-            Self::ResponseCreate => "response.create",
+            Self::ResponseCreate | Self::ResponseCreateOutOfBand { .. } => "response.create",
             Self::ResponseCancel { .. } => "response.cancel",
             Self::FunctionCallOutput { .. } | Self::UserText { .. } => "conversation.item.create",
         }
@@ -244,6 +258,13 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
             out.push('}');
         }
         ClientEvent::ResponseCreate => out.push_str(r#"{"type":"response.create"}"#),
+        ClientEvent::ResponseCreateOutOfBand { instructions } => {
+            out.push_str(
+                r#"{"type":"response.create","response":{"conversation":"none","output_modalities":["audio"],"instructions":"#,
+            );
+            crate::core::json::push_str(out, instructions);
+            out.push_str(r#","tool_choice":"none"}}"#);
+        }
         ClientEvent::ResponseCancel { response_id } => {
             out.push_str(r#"{"type":"response.cancel""#);
             if let Some(id) = response_id {

@@ -193,6 +193,11 @@ fn small_events() {
             json!({"type":"conversation.item.truncate","item_id":"item_004","content_index":0,"audio_end_ms":1500}),
         ),
         (ClientEvent::ResponseCreate, json!({"type":"response.create"})),
+        (
+            ClientEvent::ResponseCreateOutOfBand { instructions: "Say \"one moment\".".into() },
+            json!({"type":"response.create","response":{"conversation":"none","output_modalities":["audio"],
+                "instructions":"Say \"one moment\".","tool_choice":"none"}}),
+        ),
         (ClientEvent::ResponseCancel { response_id: None }, json!({"type":"response.cancel"})),
         (
             ClientEvent::ResponseCancel { response_id: Some("resp_001".into()) },
