@@ -257,6 +257,7 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         Ok(Self { conn, remote })
     }
 
@@ -761,6 +762,40 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_encoded_for_postgrest() {
+        assert_eq!(percent_encode("acme lead+7"), "acme%20lead%2B7");
+        assert_eq!(percent_encode("+15550001111"), "%2B15550001111");
+        assert_eq!(
+            percent_encode("00000000-0000-4000-8000-000000000001"),
+            "00000000-0000-4000-8000-000000000001"
+        );
+    }
+
+    #[test]
+    fn an_older_database_gets_the_later_columns() {
+        let dir = std::env::temp_dir().join(format!("callbridge-db-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+            let old = SCHEMA.replace(
+                "    provider_status TEXT,\n    provider_duration_s INTEGER,\n    answered_by TEXT,\n",
+                "",
+            );
+            assert_ne!(old, SCHEMA);
+            conn.execute_batch(&old).unwrap();
+        }
+        let db = Db::open(&dir, None).unwrap();
+        assert!(db.call_detail("CAnone").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn enqueue(
     tx: &Transaction<'_>,
@@ -861,7 +896,26 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Percent-encodes a filter value for a PostgREST query (reference §2: `+` must be `%2B`).
+/// Percent-encodes a filter value for a PostgREST query. PostgREST reads `+` in a query as a
+/// literal plus, so a space must be `%20` (form encoding's `+` would not match), and a plus
+/// `%2B`.
 fn percent_encode(v: &str) -> String {
-    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+    form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// Columns added to `calls` after its first release, added to databases created before them.
+const LATER_CALL_COLUMNS: [(&str, &str); 3] =
+    [("provider_status", "TEXT"), ("provider_duration_s", "INTEGER"), ("answered_by", "TEXT")];
+
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    let existing: Vec<String> = {
+        let mut q = conn.prepare("SELECT name FROM pragma_table_info('calls')")?;
+        q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+    };
+    for (name, kind) in LATER_CALL_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {name} {kind}"))?;
+        }
+    }
+    Ok(())
 }

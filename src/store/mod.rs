@@ -40,8 +40,9 @@ pub const NOTES_CAPACITY: usize = 1024;
 const DELIVERY_BATCH: usize = 16;
 /// Longest sleep of an idle delivery worker before it looks again.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Attempts per summary before the call keeps its record without one.
-const SUMMARY_ATTEMPTS: u32 = 3;
+/// Attempts per summary before the call keeps its record without one. One: the OpenAI client
+/// already retries 429s, 5xx and connection errors inside each attempt.
+const SUMMARY_ATTEMPTS: u32 = 1;
 /// Summary written when nobody spoke, without asking a model.
 const NOBODY_SPOKE: &str = "Nobody spoke on the call.";
 
@@ -394,9 +395,16 @@ async fn delivery_task(
             }
             continue;
         }
-        let sends = rows.iter().map(|row| deliver(&client, row));
-        let results = futures_util::future::join_all(sends).await;
-        for (row, result) in rows.into_iter().zip(results) {
+        // Each row is settled as soon as its own answer is in: one slow call never holds the
+        // others' bookkeeping back.
+        let mut sends: futures_util::stream::FuturesUnordered<_> = rows
+            .into_iter()
+            .map(|row| async {
+                let result = deliver(&client, &row).await;
+                (row, result)
+            })
+            .collect();
+        while let Some((row, result)) = futures_util::StreamExt::next(&mut sends).await {
             settle(&db, row, result, backoff).await;
         }
     }
