@@ -762,40 +762,6 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_values_are_encoded_for_postgrest() {
-        assert_eq!(percent_encode("acme lead+7"), "acme%20lead%2B7");
-        assert_eq!(percent_encode("+15550001111"), "%2B15550001111");
-        assert_eq!(
-            percent_encode("00000000-0000-4000-8000-000000000001"),
-            "00000000-0000-4000-8000-000000000001"
-        );
-    }
-
-    #[test]
-    fn an_older_database_gets_the_later_columns() {
-        let dir = std::env::temp_dir().join(format!("callbridge-db-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        {
-            let conn = Connection::open(dir.join(DB_FILE)).unwrap();
-            let old = SCHEMA.replace(
-                "    provider_status TEXT,\n    provider_duration_s INTEGER,\n    answered_by TEXT,\n",
-                "",
-            );
-            assert_ne!(old, SCHEMA);
-            conn.execute_batch(&old).unwrap();
-        }
-        let db = Db::open(&dir, None).unwrap();
-        assert!(db.call_detail("CAnone").unwrap().is_none());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn enqueue(
     tx: &Transaction<'_>,
@@ -918,4 +884,38 @@ fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_encoded_for_postgrest() {
+        assert_eq!(percent_encode("acme lead+7"), "acme%20lead%2B7");
+        assert_eq!(percent_encode("+15550001111"), "%2B15550001111");
+        assert_eq!(
+            percent_encode("00000000-0000-4000-8000-000000000001"),
+            "00000000-0000-4000-8000-000000000001"
+        );
+    }
+
+    #[test]
+    fn an_older_database_gets_the_later_columns() {
+        let dir = std::env::temp_dir().join(format!("callbridge-db-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+            let old = SCHEMA.replace(
+                "    provider_status TEXT,\n    provider_duration_s INTEGER,\n    answered_by TEXT,\n",
+                "",
+            );
+            assert_ne!(old, SCHEMA);
+            conn.execute_batch(&old).unwrap();
+        }
+        let db = Db::open(&dir, None).unwrap();
+        assert!(db.call_detail("CAnone").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
