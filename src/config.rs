@@ -124,6 +124,21 @@ pub const ENV_CLIENT_IP_HEADER: &str = "CLIENT_IP_HEADER";
 /// Answering-machine detection on outbound calls: `off`, `enable` or `detect_message_end`;
 /// default `off`.
 pub const ENV_MACHINE_DETECTION: &str = "MACHINE_DETECTION";
+/// JSON file of custom tools: `[{"name", "description", "parameters", "url", "timeout_ms"}]`;
+/// unset means built-in tools only.
+pub const ENV_TOOLS_FILE: &str = "TOOLS_FILE";
+/// Comma-separated numbers / SIP URIs (a trailing `*` makes a prefix) the model may transfer a
+/// call to; unset disables `transfer_call`.
+pub const ENV_TRANSFER_TARGETS: &str = "TRANSFER_TARGETS";
+/// How long a tool may run before the caller hears a short filler, `off` for none; default
+/// `1500ms`.
+pub const ENV_TOOL_FILLER_DELAY: &str = "TOOL_FILLER_DELAY";
+/// Anthropic API key: `consult` then uses Claude through the Messages API; never logged.
+pub const ENV_ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
+/// Anthropic API base; default `https://api.anthropic.com`.
+pub const ENV_ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
+/// Model `consult` asks; default `claude-sonnet-4-5` with Anthropic, else `gpt-4.1`.
+pub const ENV_CONSULT_MODEL: &str = "CONSULT_MODEL";
 /// Log output, `json` or `pretty`; default `json`. The level comes from `RUST_LOG`.
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -163,6 +178,14 @@ pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Default of [`ENV_UPGRADES_PER_IP_PER_MINUTE`].
 pub const DEFAULT_UPGRADES_PER_IP_PER_MINUTE: u32 = 120;
+/// Default of [`ENV_TOOL_FILLER_DELAY`].
+pub const DEFAULT_TOOL_FILLER_DELAY: Duration = Duration::from_millis(1500);
+/// Default of [`ENV_ANTHROPIC_BASE_URL`].
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// Default of [`ENV_CONSULT_MODEL`] with Anthropic.
+pub const DEFAULT_CONSULT_MODEL_ANTHROPIC: &str = "claude-sonnet-4-5";
+/// Default of [`ENV_CONSULT_MODEL`] without Anthropic.
+pub const DEFAULT_CONSULT_MODEL_OPENAI: &str = "gpt-4.1";
 /// Default of [`ENV_DATA_DIR`].
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default of [`ENV_SUPABASE_REST_PATH`].
@@ -299,6 +322,88 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Webhooks, signatures, stream tokens and the provider REST APIs.
     pub control: ControlSettings,
+    /// Tools the model may call.
+    pub tools: ToolSettings,
+}
+
+/// Tool settings (`TOOLS_FILE`, `TRANSFER_TARGETS`, `TOOL_FILLER_DELAY`, consult).
+#[derive(Clone)]
+pub struct ToolSettings {
+    /// Custom tools from the tools file, validated.
+    pub custom: Vec<crate::clients::tools::CustomTool>,
+    /// Allowed transfer targets (exact, or prefixes ending in `*`).
+    pub transfer_targets: Vec<String>,
+    /// Filler delay, `None` when off.
+    pub filler_delay: Option<Duration>,
+    /// Anthropic key for `consult`.
+    pub anthropic_api_key: Option<String>,
+    /// Anthropic base URL.
+    pub anthropic_base_url: String,
+    /// The consulted model.
+    pub consult_model: String,
+}
+
+impl std::fmt::Debug for ToolSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolSettings")
+            .field("custom", &self.custom.iter().map(|t| &t.name).collect::<Vec<_>>())
+            .field("transfer_targets", &self.transfer_targets.len())
+            .field("filler_delay", &self.filler_delay)
+            .field("anthropic", &self.anthropic_api_key.is_some())
+            .field("consult_model", &self.consult_model)
+            .finish()
+    }
+}
+
+impl ToolSettings {
+    /// Reads the tool variables (and the tools file).
+    ///
+    /// Errors: an unreadable or invalid tools file (the message names the tool), a bad delay.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let custom = match src.get(ENV_TOOLS_FILE) {
+            None => Vec::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| invalid(ENV_TOOLS_FILE, &path, &format!("cannot read: {e}")))?;
+                let tools: Vec<crate::clients::tools::CustomTool> = serde_json::from_str(&text)
+                    .map_err(|e| invalid(ENV_TOOLS_FILE, &path, &e.to_string()))?;
+                for t in &tools {
+                    t.validate().map_err(|e| invalid(ENV_TOOLS_FILE, &path, &e))?;
+                    if crate::core::call::builtin_tools().iter().any(|b| b.name == t.name) {
+                        return Err(invalid(
+                            ENV_TOOLS_FILE,
+                            &path,
+                            &format!("{} is a built-in tool", t.name),
+                        ));
+                    }
+                }
+                tools
+            }
+        };
+        let filler_delay = match src.get(ENV_TOOL_FILLER_DELAY).as_deref() {
+            Some("off") => None,
+            _ => Some(duration_or(src, ENV_TOOL_FILLER_DELAY, DEFAULT_TOOL_FILLER_DELAY)?),
+        };
+        let anthropic_api_key = src.get(ENV_ANTHROPIC_API_KEY);
+        let default_model = if anthropic_api_key.is_some() {
+            DEFAULT_CONSULT_MODEL_ANTHROPIC
+        } else {
+            DEFAULT_CONSULT_MODEL_OPENAI
+        };
+        Ok(Self {
+            custom,
+            transfer_targets: src
+                .get(ENV_TRANSFER_TARGETS)
+                .map(|v| v.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect())
+                .unwrap_or_default(),
+            filler_delay,
+            anthropic_api_key,
+            anthropic_base_url: src
+                .get(ENV_ANTHROPIC_BASE_URL)
+                .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_owned()),
+            consult_model: src.get(ENV_CONSULT_MODEL).unwrap_or_else(|| default_model.to_owned()),
+        })
+    }
 }
 
 /// Call control and security settings (`PUBLIC_URL`, `TWILIO_*`, `SIGNALWIRE_*`, …).
@@ -604,6 +709,7 @@ impl Config {
             store: StoreSettings::from_source(src)?,
             api_token: src.get(ENV_API_TOKEN),
             control: ControlSettings::from_source(src)?,
+            tools: ToolSettings::from_source(src)?,
         })
     }
 }

@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing::{error, info, warn};
 
 use callbridge::auth::StreamTokens;
+use callbridge::clients::telephony_rest::TelephonyRest;
+use callbridge::clients::tools::Consultant;
 use callbridge::config::Config;
 use callbridge::demo::{self, DemoOptions, DemoProvider};
-use callbridge::driver::{CallControl, Shared};
+use callbridge::driver::{CallControl, Shared, ToolRuntime};
 use callbridge::server::Services;
 use callbridge::server::api::ApiState;
-use callbridge::server::control::Control;
+use callbridge::server::control::{Control, rest_clients};
 use callbridge::store::{Store, StoreConfig};
 use callbridge::{bench, metrics, server, sim, telemetry};
 
@@ -140,16 +142,24 @@ async fn serve() -> anyhow::Result<()> {
         .control
         .validate_signatures
         .then(|| Mutex::new(StreamTokens::new(&cfg.control.stream_token_key, cfg.control.stream_token_ttl)));
+    let api_token: Option<Arc<str>> = cfg.api_token.as_deref().map(Into::into);
+    let rest = rest_clients(&cfg.control).context("provider REST client")?;
+    let tools = Arc::new(tool_runtime(&cfg, &rest)?);
+    let mut params = cfg.call.clone();
+    params.session.tools = tools.declared();
+    params.filler_delay = cfg.tools.filler_delay;
     let shared = Arc::new(
         Shared::new(
             cfg.upstream.clone(),
-            cfg.call.clone(),
+            params,
             cfg.max_message_bytes,
             cfg.max_calls,
             Some(store.notes.clone()),
         )
-        .with_control(CallControl { stream_tokens, ..Default::default() }),
+        .with_control(CallControl { stream_tokens, ..Default::default() })
+        .with_tools(tools),
     );
+    let control = Control::from_settings(&cfg.control, api_token.clone(), shared.clone(), rest);
     if !cfg.control.validate_signatures {
         warn!(
             "TWILIO_VALIDATE_SIGNATURE=false: media streams and webhooks are NOT authenticated (local development and load tests only)"
@@ -158,9 +168,6 @@ async fn serve() -> anyhow::Result<()> {
     if cfg.api_token.is_none() {
         warn!("API_TOKEN is not set: every /v1 route answers 401");
     }
-    let api_token: Option<Arc<str>> = cfg.api_token.as_deref().map(Into::into);
-    let control = Control::from_settings(&cfg.control, api_token.clone(), shared.clone())
-        .context("provider REST client")?;
     let services = Services {
         api: ApiState { token: api_token, store: Some(store.reader()) },
         control: Some(Arc::new(control)),
@@ -178,6 +185,31 @@ async fn serve() -> anyhow::Result<()> {
     handle.shutdown(cfg.drain_timeout).await;
     store.shutdown(STORE_GRACE).await;
     Ok(())
+}
+
+/// The model's tools as configured: custom tools, `consult` (Anthropic when its key is set,
+/// else the OpenAI-compatible API), transfers and the providers' REST clients.
+fn tool_runtime(
+    cfg: &Config,
+    (twilio, signalwire): &(Option<TelephonyRest>, Option<TelephonyRest>),
+) -> anyhow::Result<ToolRuntime> {
+    let t = &cfg.tools;
+    let timeout = cfg.call.tool_timeout;
+    let consultant = match &t.anthropic_api_key {
+        Some(key) => Consultant::anthropic(&t.anthropic_base_url, key, &t.consult_model, timeout),
+        None => {
+            Consultant::openai(&cfg.store.openai_base_url, &cfg.upstream.api_key, &t.consult_model, timeout)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("consult client: {e}"))?;
+    Ok(ToolRuntime {
+        http: reqwest::Client::builder().build().context("tool HTTP client")?,
+        custom: t.custom.clone(),
+        consultant: Some(consultant),
+        transfer_targets: t.transfer_targets.clone(),
+        twilio: twilio.clone(),
+        signalwire: signalwire.clone(),
+    })
 }
 
 async fn sim_realtime(listen: std::net::SocketAddr, echo: bool, echo_vad: bool) -> anyhow::Result<()> {

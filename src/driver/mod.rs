@@ -2,6 +2,7 @@
 //! machine, writes what it asks for, and sleeps until its next deadline. Also the live-call
 //! admission counter and the shutdown/drain signal shared with the server.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,16 +17,22 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use dashmap::DashMap;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::auth::StreamTokens;
 use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
 use crate::config::UpstreamConfig;
-use crate::core::call::{BuiltinCall, Call, CallEvent, CallParams, EndReason, Output, ProviderOut, ToolResult};
+use crate::core::call::{
+    Call, CallEvent, CallParams, EndReason, Output, ProviderOut, ToolRequest, ToolResult,
+};
 use crate::core::realtime::{self, ClientEvent, RealtimeDecoder};
 use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
 use crate::metrics::{self as m, RefuseReason};
 
 pub use crate::store::record::{CallNote, CallRecord, CallStarted, TimelineEntry};
+pub use tools::{ToolContext, ToolRuntime};
+
+mod tools;
 
 /// The `<Parameter>` carrying the stream token minted by `/twiml`.
 pub const STREAM_TOKEN_PARAM: &str = "token";
@@ -53,6 +60,8 @@ pub struct Shared {
     pub records: Option<mpsc::Sender<CallNote>>,
     /// Stream tokens and outbound-call context, shared with the webhooks.
     pub control: CallControl,
+    /// What the model's tools can reach; `None` answers every tool call with an error.
+    pub tools: Option<Arc<ToolRuntime>>,
 }
 
 /// What the webhooks hand to the call tasks: the stream-token verifier and the context of
@@ -113,7 +122,14 @@ impl Shared {
             tracker: TaskTracker::new(),
             records,
             control: CallControl::default(),
+            tools: None,
         }
+    }
+
+    /// Sets the tool runtime.
+    pub fn with_tools(mut self, tools: Arc<ToolRuntime>) -> Self {
+        self.tools = Some(tools);
+        self
     }
 
     /// Sets the call-control state (stream tokens, outbound context).
@@ -208,6 +224,10 @@ struct CallDriver<'s> {
     barged_in: bool,
     /// The stream's token was refused: the call ends instead of connecting upstream.
     unauthorized: bool,
+    /// Running tool calls and provider actions; each yields the result to feed back, if any.
+    tool_tasks: JoinSet<Option<(String, ToolResult)>>,
+    /// Tool tasks by `call_id`, to cancel on barge-in.
+    tool_aborts: HashMap<String, AbortHandle>,
     /// Per-call instructions and voice of an outbound call.
     outbound: Option<(Option<String>, Option<String>)>,
     /// When the input being handled was read from its socket.
@@ -253,6 +273,8 @@ impl<'s> CallDriver<'s> {
             close: None,
             barged_in: false,
             unauthorized: false,
+            tool_tasks: JoinSet::new(),
+            tool_aborts: HashMap::new(),
             outbound: None,
             input_at: now,
             provider_open: true,
@@ -286,6 +308,12 @@ impl<'s> CallDriver<'s> {
             tokio::select! {
                 msg = self.provider.recv(), if self.provider_open => self.on_provider(msg, provider_name),
                 msg = next_upstream(&mut self.upstream) => self.on_upstream(msg),
+                Some(done) = self.tool_tasks.join_next(), if !self.tool_tasks.is_empty() => {
+                    if let Ok(Some((call_id, result))) = done {
+                        self.tool_aborts.remove(&call_id);
+                        self.call.handle_tool_result(Instant::now(), &call_id, result);
+                    }
+                }
                 res = poll_connect(&mut self.connecting) => {
                     self.connecting = None;
                     let now = Instant::now();
@@ -366,22 +394,32 @@ impl<'s> CallDriver<'s> {
                 }
                 Output::Event(e) => self.on_event(e),
                 Output::End(reason) => ended = Some(reason),
-                // Interim wiring until the tool runner lands: end_call hangs up (closing the
-                // sockets on End ends a <Connect><Stream> call), every other tool answers with an
-                // error so the model is never left waiting. Results are fed back in this loop.
-                Output::Tool(req) => {
-                    let result = match &req.builtin {
-                        Some(BuiltinCall::EndCall { .. }) => ToolResult::HangUp,
-                        _ => ToolResult::Err("this tool is not available yet".to_owned()),
-                    };
-                    self.call.handle_tool_result(Instant::now(), &req.call_id, result);
+                Output::Tool(req) => self.start_tool(req),
+                Output::CancelTool { call_id } => {
+                    if let Some(task) = self.tool_aborts.remove(&call_id) {
+                        task.abort();
+                    }
                 }
-                Output::Transfer { call_id, .. } => self.call.handle_tool_result(
-                    Instant::now(),
-                    &call_id,
-                    ToolResult::Err("transfers are not available yet".to_owned()),
-                ),
-                Output::CancelTool { .. } | Output::HangUp | Output::SendDtmf { .. } => {}
+                Output::HangUp => self.hang_up(),
+                Output::Transfer { call_id, target } => self.transfer(call_id, target),
+                Output::SendDtmf { digits } => {
+                    let Some(stream_sid) = self.call.stream_sid() else { continue };
+                    if self.dialect != Dialect::SignalWire {
+                        warn!("send_dtmf on a provider that cannot play keys");
+                        continue;
+                    }
+                    for d in digits.chars().filter(|c| *c != 'w') {
+                        let mut digit = [0u8; 4];
+                        let digit = d.encode_utf8(&mut digit);
+                        self.text.clear();
+                        self.codec.encode(&ProviderCommand::Dtmf { stream_sid, digit }, &mut self.text);
+                        let msg = Message::Text(self.text.as_str().into());
+                        if timed(self.provider.feed(msg)).await.is_err() {
+                            return Err(EndReason::CallerHangup);
+                        }
+                    }
+                    provider_dirty = true;
+                }
             }
         }
         if provider_dirty && timed(self.provider.flush()).await.is_err() {
@@ -539,6 +577,80 @@ impl<'s> CallDriver<'s> {
                 self.call.handle_upstream_closed(now);
             }
         }
+    }
+
+    fn start_tool(&mut self, req: ToolRequest) {
+        let call_id = req.call_id.clone();
+        let (Some(rt), Some(call_sid)) = (self.shared.tools.clone(), self.record.call_sid.clone()) else {
+            self.call.handle_tool_result(
+                Instant::now(),
+                &call_id,
+                ToolResult::Err("tools are not available".into()),
+            );
+            return;
+        };
+        let ctx = ToolContext {
+            call_sid,
+            dialect: self.dialect,
+            lead_id: self.record.custom_parameters.get("leadId").cloned(),
+            transcript: self.call.transcript(),
+        };
+        let notes = self.shared.records.clone();
+        let timeout = self.shared.params.tool_timeout;
+        let id = call_id.clone();
+        let task = self.tool_tasks.spawn(async move { Some((id, rt.run(req, ctx, notes, timeout).await)) });
+        self.tool_aborts.insert(call_id, task);
+    }
+
+    /// The model ended the call: hang up through the provider's REST API (the stream then
+    /// closes); without one, closing the socket ends a `<Connect><Stream>` call too.
+    fn hang_up(&mut self) {
+        let (Some(rt), Some(call_sid)) = (self.shared.tools.clone(), self.record.call_sid.clone()) else {
+            return;
+        };
+        let dialect = self.dialect;
+        self.shared.tracker.spawn(async move {
+            if let Some(rest) = rt.rest(dialect) {
+                match rest.hang_up(&call_sid).await {
+                    Ok(()) => info!(call_sid, "hung up through the REST API"),
+                    Err(e) => warn!(call_sid, error = %e, "REST hang-up failed; the stream is closed anyway"),
+                }
+            }
+        });
+    }
+
+    /// Redirects the call to `<Dial>` the target; a failure goes back to the model.
+    fn transfer(&mut self, call_id: String, target: String) {
+        let (Some(rt), Some(call_sid)) = (self.shared.tools.clone(), self.record.call_sid.clone()) else {
+            self.call.handle_tool_result(
+                Instant::now(),
+                &call_id,
+                ToolResult::Err("transfers are not available".into()),
+            );
+            return;
+        };
+        let dialect = self.dialect;
+        self.tool_tasks.spawn(async move {
+            let Some(rest) = rt.rest(dialect) else {
+                return Some((call_id, ToolResult::Err("transfers are not available".into())));
+            };
+            let twiml = match crate::core::telephony::twiml::dial(&target) {
+                Ok(t) => t,
+                Err(_) => {
+                    return Some((call_id, ToolResult::Err("not a phone number or SIP address".into())));
+                }
+            };
+            match rest.redirect(&call_sid, &twiml).await {
+                Ok(()) => {
+                    info!(call_sid, "call transferred");
+                    None
+                }
+                Err(e) => {
+                    warn!(call_sid, error = %e, "transfer failed");
+                    Some((call_id, ToolResult::Err("the transfer failed".into())))
+                }
+            }
+        });
     }
 
     /// Checks the stream's token (when required) and applies an outbound call's context.

@@ -69,6 +69,23 @@ pub struct Control {
     pub shared: Arc<Shared>,
 }
 
+/// The Twilio and SignalWire REST clients the settings configure.
+///
+/// Errors: a bad base URL or credentials.
+pub fn rest_clients(
+    s: &crate::config::ControlSettings,
+) -> Result<(Option<TelephonyRest>, Option<TelephonyRest>), crate::clients::telephony_rest::RestError> {
+    let twilio = match &s.twilio {
+        Some((sid, token)) => Some(TelephonyRest::twilio(sid, token, &s.twilio_api_base)?),
+        None => None,
+    };
+    let signalwire = match &s.signalwire_rest {
+        Some((space, project, token)) => Some(TelephonyRest::signalwire(space, project, token)?),
+        None => None,
+    };
+    Ok((twilio, signalwire))
+}
+
 /// Fixed-window counter of upgrades per client IP.
 pub struct UpgradeLimiter {
     per_minute: u32,
@@ -102,23 +119,15 @@ impl UpgradeLimiter {
 }
 
 impl Control {
-    /// The control state as configured ([`crate::config::ControlSettings`]).
-    ///
-    /// Errors: a REST client cannot be built (bad base URL or credentials).
+    /// The control state as configured ([`crate::config::ControlSettings`]), with the REST
+    /// clients from [`rest_clients`].
     pub fn from_settings(
         s: &crate::config::ControlSettings,
         api_token: Option<Arc<str>>,
         shared: Arc<Shared>,
-    ) -> Result<Self, crate::clients::telephony_rest::RestError> {
-        let twilio_rest = match &s.twilio {
-            Some((sid, token)) => Some(TelephonyRest::twilio(sid, token, &s.twilio_api_base)?),
-            None => None,
-        };
-        let signalwire_rest = match &s.signalwire_rest {
-            Some((space, project, token)) => Some(TelephonyRest::signalwire(space, project, token)?),
-            None => None,
-        };
-        Ok(Self {
+        (twilio_rest, signalwire_rest): (Option<TelephonyRest>, Option<TelephonyRest>),
+    ) -> Self {
+        Self {
             public_url: s.public_url.clone(),
             validate: s.validate_signatures,
             twilio_auth_token: s.twilio_auth_token.clone(),
@@ -135,7 +144,7 @@ impl Control {
             client_ip_header: s.client_ip_header.as_deref().and_then(|h| HeaderName::try_from(h).ok()),
             api_token,
             shared,
-        })
+        }
     }
 
     /// `ws(s)://host/media/<provider>`: the stream URL written into the TwiML, and the URL a

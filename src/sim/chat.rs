@@ -2,10 +2,12 @@
 //! the post-call summary in tests and the demo.
 //!
 //! It checks what the real API would reject (bearer token, `model`, `messages`, a
-//! `json_schema` response format with a schema) and answers in the documented
-//! `chat.completion` shape (<https://platform.openai.com/docs/api-reference/chat/object>) with
-//! a JSON message that follows the requested schema: the outcome comes from keywords in the
-//! transcript, the summary quotes the caller's first line. It can be told to fail.
+//! `json_schema` response format with a schema when one is given) and answers in the
+//! documented `chat.completion` shape
+//! (<https://platform.openai.com/docs/api-reference/chat/object>): for a structured request, a
+//! JSON message that follows the schema (the outcome from keywords in the transcript, the
+//! summary quoting the caller's first line); for a plain one (`consult`), [`CONSULT_ANSWER`].
+//! It can be told to fail.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +20,9 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+
+/// Start of the simulator's answer to a plain (unstructured) chat request.
+pub const CONSULT_ANSWER: &str = "The warranty covers two years of parts and labour.";
 
 /// Shared state of a running simulator.
 #[derive(Default)]
@@ -112,7 +117,8 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
         );
     };
     let format = &req["response_format"];
-    if format["type"] != "json_schema" || !format["json_schema"]["schema"].is_object() {
+    let structured = !format.is_null();
+    if structured && (format["type"] != "json_schema" || !format["json_schema"]["schema"].is_object()) {
         return api_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -125,7 +131,12 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
         .filter_map(|m| m["content"].as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let content = json!({"summary": summary_of(&transcript), "outcome": outcome_of(&transcript)}).to_string();
+    let content = if structured {
+        json!({"summary": summary_of(&transcript), "outcome": outcome_of(&transcript)}).to_string()
+    } else {
+        // A plain question (the `consult` tool): a fixed, recognisable answer.
+        format!("{CONSULT_ANSWER} ({} question bytes)", transcript.len())
+    };
     let id = inner.ids.fetch_add(1, Ordering::Relaxed);
     let created =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

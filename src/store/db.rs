@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::record::{CallRecord, CallStarted, CallStatus};
+use super::record::{CallRecord, CallStarted, CallStatus, LeadUpdate};
 use crate::clients::summary::Summary;
 use crate::clients::supabase::Method;
 
@@ -492,6 +492,38 @@ impl Db {
             summary: format!("The call was not answered ({}).", status.replace('_', " ")),
             outcome: crate::clients::summary::Outcome::NoAnswer,
         }))
+    }
+
+    /// Enqueues the PATCH of a lead the model updated during a call (nothing without Supabase).
+    /// Returns whether a row was enqueued.
+    pub fn lead_update(&mut self, u: &LeadUpdate, now_ms: i64) -> Result<bool, StoreError> {
+        let Some(remote) = &self.remote else { return Ok(false) };
+        let mut body = serde_json::Map::new();
+        for (k, v) in &u.fields {
+            body.insert(k.clone(), Value::String(v.clone()));
+        }
+        if let Some(status) = &u.status {
+            body.insert("status".into(), Value::String(status.clone()));
+        }
+        if let Some(notes) = &u.notes {
+            body.insert("last_call_summary".into(), Value::String(notes.clone()));
+        }
+        body.insert("last_call_sid".into(), Value::String(u.call_sid.clone()));
+        body.insert("updated_at".into(), Value::String(rfc3339(now_ms)));
+        let tx = self.conn.transaction()?;
+        let filter = format!("id=eq.{}", percent_encode(&u.lead_id));
+        enqueue(
+            &tx,
+            &u.call_sid,
+            &remote.lead_table,
+            Method::Patch,
+            &filter,
+            "return=minimal",
+            &Value::Object(body),
+            now_ms,
+        )?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Marks a summary as given up (`failed`) or not needed (`skipped`); the call row stays.

@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 pub use db::{CallDetail, CallSummaryRow, DB_FILE, OutboxRow, StoreError, SummaryJob, rfc3339};
 use db::{Db, RemoteTables};
-pub use record::{CallNote, CallRecord, CallStarted, CallStatus, TimelineEntry};
+pub use record::{CallNote, CallRecord, CallStarted, CallStatus, LeadUpdate, TimelineEntry};
 
 use crate::clients::summary::{Outcome, Summarizer, Summary};
 use crate::clients::supabase::{self, Supabase, Write};
@@ -267,6 +267,7 @@ async fn note_task(
             CallNote::Started(s) => {
                 blocking(&db, move |db| db.call_started(&s, now_ms()).map(|()| None)).await
             }
+            CallNote::Lead(u) => blocking(&db, move |db| db.lead_update(&u, now_ms()).map(|_| None)).await,
             CallNote::Status(st) => {
                 let sid = st.call_sid.clone();
                 blocking(&db, move |db| {

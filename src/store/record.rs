@@ -32,6 +32,24 @@ pub enum CallNote {
     Ended(Box<CallRecord>),
     /// The provider's status callback (also for calls that never reached a stream).
     Status(CallStatus),
+    /// The model's `update_lead` tool call.
+    Lead(LeadUpdate),
+}
+
+/// Fields the model set on the call's lead with `update_lead`.
+#[derive(Debug, Clone)]
+pub struct LeadUpdate {
+    /// The call it happened on.
+    pub call_sid: String,
+    /// The lead (from the signed stream parameters, never from the model).
+    pub lead_id: String,
+    /// New `status`.
+    pub status: Option<String>,
+    /// Notes, written to `last_call_summary` until the post-call summary replaces them.
+    pub notes: Option<String>,
+    /// Further columns of the lead table (names from the model: unknown ones are rejected by
+    /// PostgREST and the row is parked, visible in the call's outbox).
+    pub fields: BTreeMap<String, String>,
 }
 
 /// A provider status or answering-machine-detection callback.

@@ -199,6 +199,14 @@ pub enum ProviderCommand<'a> {
         /// The stream's SID.
         stream_sid: &'a str,
     },
+    /// Play one DTMF tone into the call: `{"event":"dtmf","streamSid":…,"dtmf":{"digit":…}}`.
+    /// SignalWire only (reference §2.2); Twilio cannot send DTMF over the socket.
+    Dtmf {
+        /// The stream's SID.
+        stream_sid: &'a str,
+        /// `0-9`, `*`, `#`, `A-D`, as a one-character string.
+        digit: &'a str,
+    },
 }
 
 /// Decoder/encoder for one media-stream connection.
@@ -270,6 +278,7 @@ impl ProviderCodec {
             }
             ProviderCommand::Mark { stream_sid, name } => ("mark", stream_sid, Some(("mark", "name", name))),
             ProviderCommand::Clear { stream_sid } => ("clear", stream_sid, None),
+            ProviderCommand::Dtmf { stream_sid, digit } => ("dtmf", stream_sid, Some(("dtmf", "digit", digit))),
         };
         out.reserve(48 + stream_sid.len() + body.map_or(0, |(_, _, v)| v.len()));
         out.push_str(r#"{"event":""#);

@@ -241,6 +241,13 @@ fn encode_is_the_same_for_signalwire() {
 }
 
 #[test]
+fn signalwire_dtmf_is_encoded_as_documented() {
+    let mut out = String::new();
+    codec(Dialect::SignalWire).encode(&ProviderCommand::Dtmf { stream_sid: SW_STREAM, digit: "1" }, &mut out);
+    assert_eq!(out, format!(r#"{{"event":"dtmf","streamSid":"{SW_STREAM}","dtmf":{{"digit":"1"}}}}"#));
+}
+
+#[test]
 fn encode_appends_without_clearing() {
     let codec = codec(Dialect::Twilio);
     let mut out = String::from("prefix|");
