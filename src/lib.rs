@@ -13,10 +13,12 @@
 //! | `main.rs` | CLI (`serve`, `demo`, `sim-realtime`, `bench`): parse, load [`config`], init [`telemetry`], run |
 //! | [`bench`](mod@bench) | `callbridge bench`: load harness, many simulated provider calls on loopback |
 //! | [`demo`] | `callbridge demo`: server + simulator + simulated caller in one process, timeline, WAV |
-//! | [`sim`] | Realtime simulator (GA protocol over a real WebSocket) and simulated provider caller |
-//! | [`server`] | axum router: `/media/{provider}` upgrades, `/health`, `/healthz`, `/readyz`, `/metrics` |
-//! | [`driver`] | tokio shell: one task per call running [`core::call::Call`]; shutdown and draining |
-//! | [`clients`] | outbound IO: the Realtime WebSocket client |
+//! | [`sim`] | Realtime, chat and provider-REST simulators (real wire protocols on loopback) and a simulated provider caller |
+//! | [`server`] | axum router: `/media/{provider}` upgrades, webhooks and outbound calls ([`server::control`]), the `/v1` API ([`server::api`]), health, metrics |
+//! | [`driver`] | tokio shell: one task per call running [`core::call::Call`]; tool tasks; shutdown and draining |
+//! | [`store`] | call records in SQLite, the outbox drained to Supabase, post-call summary and lead update |
+//! | [`clients`] | outbound IO: Realtime WebSocket, Supabase (PostgREST), provider REST APIs, summary/consult models, custom tools |
+//! | [`auth`] | pure checks: webhook and upgrade signatures, single-use stream tokens, bearer tokens |
 //! | [`config`] | every environment variable (`ENV_*`) and default (`DEFAULT_*`); the only env reader |
 //! | [`metrics`] | every metric name, declared once, with typed labels |
 //! | [`telemetry`] | JSON logs via `tracing`; [`telemetry::Redacted`] for phone numbers and secrets |
@@ -24,7 +26,7 @@
 //! | [`core::telephony`] | Twilio media-stream codec, SignalWire as a dialect of it |
 //! | [`core::realtime`] | OpenAI Realtime events: decode server events (GA + beta names), encode client events |
 //! | [`core::audio`] | G.711 tables, L16, streaming resampler (rubato), 20 ms frame ring, transcoder |
-//! | [`core::call`] | the call state machine: phases, playback ledger, barge-in, transcript |
+//! | [`core::call`] | the call state machine: phases, playback ledger, barge-in, transcript, tools, DTMF |
 
 pub mod auth;
 pub mod bench;
