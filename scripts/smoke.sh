@@ -13,11 +13,12 @@
 #   twiml-signed   (only with SMOKE_TWILIO_AUTH_TOKEN) a correctly signed POST /twiml answers 200
 #                  with a <Stream url=...>. The signature covers the public URL Twilio would
 #                  call: SMOKE_PUBLIC_URL (default: the base URL) + /twiml.
-#   call           one simulated Twilio call of SMOKE_CALL_DURATION (default 5s) through
-#                  /media/twilio with `callbridge bench`; passes when the call completes. The
-#                  harness only loads servers on this machine, so against a remote base URL the
-#                  check is skipped. Against a real deployment the call reaches the configured
-#                  Realtime API (a few seconds of audio).
+#   call           with SMOKE_TWILIO_AUTH_TOKEN: one call placed the way Twilio places it
+#                  (`callbridge call`: signed webhook, then the signed stream with the answer's
+#                  stream token); passes when the agent answered and the call closed normally.
+#                  Against a real deployment the call reaches the configured Realtime API.
+#                  Without the token (a server with TWILIO_VALIDATE_SIGNATURE=false): one call of
+#                  SMOKE_CALL_DURATION (default 5s) with `callbridge bench`, loopback only.
 #   metrics        GET /metrics answers 200 with callbridge_* metrics (checked last: the server
 #                  shows them once something was counted, e.g. the call above)
 #
@@ -170,7 +171,16 @@ find_bin() {
     fi
 }
 
-if [[ "$loopback" != 1 ]]; then
+if [[ -n "${SMOKE_TWILIO_AUTH_TOKEN:-}" ]]; then
+    # The whole provider dance: signed webhook, then the signed stream with the answer's token.
+    if ! find_bin; then
+        fail call "no callbridge binary (CALLBRIDGE_BIN='${CALLBRIDGE_BIN:-}', build failed?)"
+    elif out=$(timeout 120 "$bin" call --webhook "${SMOKE_PUBLIC_URL:-$base}/twiml" --connect "$media_url" 2>"$tmp/call.err"); then
+        pass call "signed webhook + stream via $media_url: $out"
+    else
+        fail call "signed call via $media_url: $(tail -n 1 "$tmp/call.err") $out"
+    fi
+elif [[ "$loopback" != 1 ]]; then
     skip call "$host is not loopback: callbridge bench only loads servers on this machine"
 elif ! find_bin; then
     fail call "no callbridge binary (CALLBRIDGE_BIN='${CALLBRIDGE_BIN:-}', build failed?)"

@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, default_value = "out/demo-call.wav")]
         wav: PathBuf,
     },
+    /// Place one simulated call the way Twilio does: the signed voice webhook, then the media
+    /// stream it names (smoke test of a running bridge). Prints what the caller heard; fails
+    /// when the call does not connect or closes abnormally.
+    Call {
+        /// The voice webhook, e.g. `https://bridge.example.com/twiml` (as the bridge's
+        /// `PUBLIC_URL` makes it).
+        #[arg(long)]
+        webhook: String,
+        /// The Twilio auth token the bridge checks signatures with.
+        #[arg(long, env = "SMOKE_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+        /// Connect to this URL instead of the `<Stream url>` (same path; e.g. a local address).
+        #[arg(long)]
+        connect: Option<String>,
+    },
     /// Run the Realtime simulator alone (for tests and benchmarks of other setups).
     SimRealtime {
         /// Address to listen on.
@@ -112,6 +127,9 @@ fn main() -> ExitCode {
                 demo::run_and_print(opts).await
             }
             Command::SimRealtime { listen, echo, echo_vad } => sim_realtime(listen, echo, echo_vad).await,
+            Command::Call { webhook, auth_token, connect } => {
+                smoke_call(&webhook, &auth_token, connect.as_deref()).await
+            }
             Command::Bench(_) => Err(anyhow::anyhow!("bench runs on its own runtime")),
         }
     });
@@ -210,6 +228,35 @@ fn tool_runtime(
         twilio: twilio.clone(),
         signalwire: signalwire.clone(),
     })
+}
+
+async fn smoke_call(webhook: &str, auth_token: &str, connect: Option<&str>) -> anyhow::Result<()> {
+    use callbridge::sim::{caller::Step, fixtures, provider_call};
+    let script = vec![
+        Step::Speak(fixtures::clip("caller_question")?),
+        Step::WaitAgentDone {
+            quiet: std::time::Duration::from_millis(800),
+            timeout: std::time::Duration::from_secs(30),
+        },
+        Step::HangUp,
+    ];
+    let report = provider_call::place_call(webhook, auth_token, connect, script).await?;
+    let close = report.close.clone();
+    println!(
+        "{}",
+        serde_json::json!({
+            "close_code": close.as_ref().map(|c| c.0),
+            "close_reason": close.as_ref().map(|c| c.1.clone()),
+            "frames_sent": report.media_frames_sent,
+            "agent_audio_ms": report.audio_ms_received,
+            "marks": report.marks_received,
+        })
+    );
+    match close {
+        Some((1000, _)) if report.audio_ms_received > 0 => Ok(()),
+        Some((1000, _)) => anyhow::bail!("the call connected but the agent never spoke"),
+        other => anyhow::bail!("the call ended abnormally: {other:?}"),
+    }
 }
 
 async fn sim_realtime(listen: std::net::SocketAddr, echo: bool, echo_vad: bool) -> anyhow::Result<()> {
