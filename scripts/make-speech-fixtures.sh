@@ -28,6 +28,9 @@ CLIPS=(
     "agent_reply_1|agent|Thanks for calling, Sam. Your order shipped on Tuesday, and it should arrive by Friday afternoon."
     "agent_reply_2|agent|Yes, you can change the address until the parcel leaves the local depot. To do that, I will need the new street address, the city, and the postal code. Let me walk you through each of those, one at a time, starting with the street."
     "agent_reply_3|agent|Of course. I have just sent the tracking link to the number on file."
+    "agent_goodbye|agent|Thanks for calling. Goodbye!"
+    "agent_filler|agent|One moment while I check that for you."
+    "apology|agent|Sorry, something went wrong. Please call back later."
 )
 
 # sox effects: trim leading/trailing silence (below 0.1 % for 20 ms), re-pad to 100 ms
@@ -108,6 +111,12 @@ pad 100 ms of silence on each side, resample to 8 kHz and normalise the peak to 
 
 See \`manifest.json\` for name, file, speaker (\`caller\` or \`agent\`), text and duration.
 \`agent_reply_2\` is deliberately long (about 14 s) so a caller clip can barge in mid-reply.
+\`agent_goodbye\` is what the simulator says after an \`end_call\` tool result, and
+\`agent_filler\` is the short aside it speaks for an out-of-band \`response.create\` (a
+"one moment" filler while a tool runs).
+\`apology\` is not a simulator clip: the bridge embeds it (\`src/core/call/reconnect.rs\`) and
+plays it before hanging up when the voice model cannot be reached (a non-retryable error, or
+reconnecting gave up).
 EOF
 
 echo "wrote $OUT"

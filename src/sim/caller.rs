@@ -3,10 +3,10 @@
 //! `telephony-media-streams.md` §1–2).
 //!
 //! It sends `connected` and `start`, then exactly one 20 ms `media` frame per tick on an
-//! absolute clock, taking audio from a [`Step`] script (speech clips, pauses, waits). What the
-//! bridge sends back is queued and "played" at the same 20 ms rate, with `mark` echoes and
-//! `clear` handled as the provider does. The result is a [`CallerReport`]: an event log,
-//! counters and both audio tracks (writable as a stereo WAV).
+//! absolute clock, taking audio from a [`Step`] script (speech clips, pauses, key presses,
+//! waits). What the bridge sends back is queued and "played" at the same 20 ms rate, with `mark`
+//! echoes and `clear` handled as the provider does. The result is a [`CallerReport`]: an event
+//! log, counters, the keys pressed both ways and both audio tracks (writable as a stereo WAV).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -38,6 +38,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time to wait for the server's close frame after we hang up.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a key is held (ms), sent as SignalWire's `dtmf.duration` (never more than the gap
+/// between keys). The value in the reference's example.
+const DTMF_PRESS_MS: u64 = 160;
 
 /// Which provider's flavour of the protocol to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +128,34 @@ pub enum Step {
         /// Fail the call if it takes longer than this.
         timeout: Duration,
     },
+    /// Press phone keys: one `dtmf` message per key, the first at once and each next one `gap`
+    /// later (on the 20 ms tick), while silence keeps streaming; the step ends with the last key.
+    /// Twilio: `{"event":"dtmf","streamSid":…,"sequenceNumber":…,"dtmf":{"track":"inbound_track",
+    /// "digit":"1"}}`; SignalWire: `dtmf.digit` plus `dtmf.duration` (ms, a number), no `track`.
+    /// Starting the step fails on a key other than `0`-`9`, `*`, `#`, `A`-`D`.
+    Dtmf {
+        /// The keys, in order.
+        digits: String,
+        /// Time from one key to the next.
+        gap: Duration,
+    },
+    /// Send silence until the bridge closes the socket (the call then ends without `stop`, as
+    /// when the bridge hangs up). Fail the call if it is still open after `timeout`.
+    WaitClose {
+        /// Longest wait for the close.
+        timeout: Duration,
+    },
     /// Send `stop` and close the socket normally.
     HangUp,
+}
+
+/// A phone key pressed on the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPress {
+    /// When the `dtmf` message was sent or received.
+    pub at: Instant,
+    /// The key: `0`-`9`, `*`, `#` or `A`-`D`.
+    pub digit: char,
 }
 
 /// One thing that happened during the call.
@@ -216,6 +246,25 @@ pub struct CallerReport {
     pub warnings: u64,
     /// The close code and reason received, if the server sent a close frame.
     pub close: Option<(u16, String)>,
+    /// Whether the bridge ended the call: it closed the socket (or it dropped) before the
+    /// caller hung up.
+    pub closed_by_bridge: bool,
+    /// Keys the caller pressed ([`Step::Dtmf`]), in order.
+    pub dtmf_sent: Vec<KeyPress>,
+    /// Keys the bridge pressed on the line (SignalWire `dtmf` from the server), in order.
+    pub dtmf_received: Vec<KeyPress>,
+}
+
+impl CallerReport {
+    /// The keys the caller pressed, as one string (e.g. `"123#"`).
+    pub fn digits_sent(&self) -> String {
+        self.dtmf_sent.iter().map(|k| k.digit).collect()
+    }
+
+    /// The keys the bridge pressed on the line, as one string.
+    pub fn digits_received(&self) -> String {
+        self.dtmf_received.iter().map(|k| k.digit).collect()
+    }
 }
 
 impl CallerReport {
@@ -309,6 +358,7 @@ pub async fn run_call(cfg: CallerConfig) -> anyhow::Result<CallerReport> {
     };
     let failure = match ended {
         End::ServerClosed(frame) => {
+            call.report.closed_by_bridge = true;
             call.closed(frame);
             // Flushes tungstenite's reply to the server's close frame.
             let _ = sink.close().await;
@@ -385,6 +435,8 @@ enum Active {
     Pause { frames_left: u64 },
     WaitHeard { from_ms: u64, min_ms: u64, deadline: Instant, timeout: Duration },
     WaitAgentDone { from_ms: u64, quiet_ms: u64, deadline: Instant, timeout: Duration },
+    Dtmf { digits: VecDeque<char>, gap: Duration, next_at: Instant },
+    WaitClose { deadline: Instant, timeout: Duration },
 }
 
 /// The caller's protocol and playback state, driven by the socket loop in [`run_call`].
@@ -601,6 +653,25 @@ impl Call {
                         );
                     }
                 }
+                Active::Dtmf { digits, gap, next_at } => {
+                    if now >= *next_at
+                        && let Some(digit) = digits.pop_front()
+                    {
+                        let gap = *gap;
+                        *next_at += gap;
+                        let last = digits.is_empty();
+                        self.send_dtmf(digit, gap, now);
+                        if last {
+                            self.active = None;
+                            continue;
+                        }
+                    }
+                }
+                Active::WaitClose { deadline, timeout } => {
+                    if now >= *deadline {
+                        bail!("WaitClose timed out after {timeout:?}: the bridge did not close the stream");
+                    }
+                }
                 Active::WaitAgentDone { from_ms, quiet_ms, deadline, timeout } => {
                     let heard = self.played_bytes / self.format.bytes_per_ms().max(1) as u64 > *from_ms;
                     if heard && self.queue.is_empty() && self.quiet_run_ms >= *quiet_ms {
@@ -656,9 +727,41 @@ impl Call {
                 deadline: now + timeout,
                 timeout,
             }),
+            Step::Dtmf { digits, gap } => {
+                if let Some(bad) = digits.chars().find(|c| !is_dtmf_digit(*c)) {
+                    bail!("Step::Dtmf: {bad:?} is not a phone key (0-9, *, #, A-D)");
+                }
+                let digits: VecDeque<char> = digits.chars().collect();
+                (!digits.is_empty()).then_some(Active::Dtmf { digits, gap, next_at: now })
+            }
+            Step::WaitClose { timeout } => Some(Active::WaitClose { deadline: now + timeout, timeout }),
             Step::HangUp => None,
         };
         Ok(())
+    }
+
+    /// Sends one key press in the dialect's shape; `gap` bounds SignalWire's `duration`.
+    fn send_dtmf(&mut self, digit: char, gap: Duration, now: Instant) {
+        let seq = self.next_seq();
+        let msg = match self.dialect {
+            CallerDialect::Twilio => json!({
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": seq,
+                "dtmf": {"track": "inbound_track", "digit": digit.to_string()},
+            }),
+            CallerDialect::SignalWire => {
+                let duration = DTMF_PRESS_MS.min(gap.as_millis() as u64).max(1);
+                json!({
+                    "event": "dtmf",
+                    "sequenceNumber": seq,
+                    "streamSid": self.stream_sid,
+                    "dtmf": {"digit": digit.to_string(), "duration": duration},
+                })
+            }
+        };
+        self.send(msg);
+        self.report.dtmf_sent.push(KeyPress { at: now, digit });
     }
 
     fn send_media(&mut self) {
@@ -783,7 +886,15 @@ impl Call {
                 }
             }
             "dtmf" if self.dialect == CallerDialect::SignalWire => {
-                tracing::debug!("sim caller: ignoring DTMF from the bridge");
+                self.check_shape(&msg, "dtmf", &["event", "streamSid", "dtmf"]);
+                let digit = msg["dtmf"].get("digit").and_then(Value::as_str).unwrap_or_default();
+                let mut chars = digit.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(d), None) if is_dtmf_digit(d) => {
+                        self.report.dtmf_received.push(KeyPress { at: Instant::now(), digit: d });
+                    }
+                    _ => self.warn(&format!("dtmf: {digit:?} is not one phone key")),
+                }
             }
             "" => self.warn("message without an `event`"),
             other => self.warn(&format!("unexpected event {other:?} from the bridge")),
@@ -822,6 +933,11 @@ impl Call {
             last.join(", ")
         )
     }
+}
+
+/// Whether `c` is a key a phone line carries as DTMF.
+fn is_dtmf_digit(c: char) -> bool {
+    matches!(c, '0'..='9' | '*' | '#' | 'A'..='D')
 }
 
 /// A stable seed from a string (FNV-1a), so the derived account SID is the same per call SID.
@@ -1042,5 +1158,146 @@ mod tests {
         let seqs: Vec<u64> =
             received[1..].iter().map(|m| m["sequenceNumber"].as_str().unwrap().parse().unwrap()).collect();
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers advance by one");
+    }
+
+    /// Every message `c` sent, decoded by the bridge's own provider codec.
+    fn bridge_reads(
+        dialect: crate::core::telephony::Dialect,
+        msgs: &[Value],
+    ) -> Vec<(Option<char>, Option<u32>)> {
+        use crate::core::telephony::{ProviderCodec, ProviderEvent};
+        let mut codec = ProviderCodec::new(dialect, 1 << 20);
+        msgs.iter()
+            .map(|m| {
+                let text = m.to_string();
+                match codec.decode(&text) {
+                    Ok(ProviderEvent::Dtmf { digit, duration_ms }) => (Some(digit), duration_ms),
+                    Ok(_) => (None, None),
+                    Err(e) => panic!("the bridge cannot decode {text}: {e}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dtmf_keys_go_out_between_media_frames_at_the_gap() {
+        use crate::core::telephony::Dialect;
+        let gap = Duration::from_millis(40);
+        let mut c =
+            call(vec![Step::Dtmf { digits: "12#".into(), gap }, Step::Pause(Duration::from_millis(40))]);
+        c.send_start();
+        let t0 = Instant::now();
+        let mut ticks = 0;
+        while c.tick(t0 + FRAME * ticks).unwrap() == Tick::Continue {
+            ticks += 1;
+        }
+        let msgs = sent(&mut c);
+        // Media never stops: one frame per tick. Keys at 0, 40 and 80 ms; the 40 ms pause starts
+        // in the tick of the last key.
+        let media = msgs.iter().filter(|m| m["event"] == "media").count();
+        assert_eq!(media as u32, ticks);
+        assert_eq!(ticks, 6);
+        let kinds: Vec<&str> = msgs[2..].iter().map(|m| m["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["dtmf", "media", "media", "dtmf", "media", "media", "dtmf", "media", "media"]);
+        let dtmf: Vec<&Value> = msgs.iter().filter(|m| m["event"] == "dtmf").collect();
+        assert_eq!(
+            *dtmf[0],
+            json!({"event": "dtmf", "streamSid": "MZ1", "sequenceNumber": "2",
+                   "dtmf": {"track": "inbound_track", "digit": "1"}})
+        );
+        let read: Vec<_> =
+            bridge_reads(Dialect::Twilio, &msgs).into_iter().filter_map(|(d, n)| d.map(|d| (d, n))).collect();
+        assert_eq!(read, [('1', None), ('2', None), ('#', None)]);
+        // sequenceNumber counts every message after `connected`.
+        let seqs: Vec<u64> =
+            msgs[1..].iter().map(|m| m["sequenceNumber"].as_str().unwrap().parse().unwrap()).collect();
+        assert!(seqs.iter().enumerate().all(|(i, s)| *s == i as u64 + 1), "{seqs:?}");
+        assert_eq!(c.report.digits_sent(), "12#");
+        let at: Vec<Duration> = c.report.dtmf_sent.iter().map(|k| k.at - t0).collect();
+        assert_eq!(at, [Duration::ZERO, gap, gap * 2]);
+        assert_eq!(c.report.caller_track.len(), c.report.heard_track.len());
+    }
+
+    #[test]
+    fn signalwire_keys_carry_a_duration_and_bad_keys_fail() {
+        use crate::core::telephony::Dialect;
+        let script = vec![Step::Dtmf { digits: "9*".into(), gap: Duration::from_millis(100) }];
+        let mut c = Call::new(CallerConfig::signalwire("ws://x", AudioFormat::PCMU_8K, script)).unwrap();
+        c.send_start();
+        let t0 = Instant::now();
+        for i in 0..6 {
+            c.tick(t0 + FRAME * i).unwrap();
+        }
+        let msgs = sent(&mut c);
+        let dtmf: Vec<&Value> = msgs.iter().filter(|m| m["event"] == "dtmf").collect();
+        assert_eq!(dtmf.len(), 2);
+        assert_eq!(dtmf[0]["dtmf"], json!({"digit": "9", "duration": 100}));
+        assert_eq!(dtmf[0]["streamSid"], c.stream_sid.as_str());
+        assert!(dtmf[0]["sequenceNumber"].is_string());
+        let read: Vec<_> = bridge_reads(Dialect::SignalWire, &msgs)
+            .into_iter()
+            .filter_map(|(d, n)| d.map(|d| (d, n)))
+            .collect();
+        assert_eq!(read, [('9', Some(100)), ('*', Some(100))]);
+
+        let mut c = call(vec![Step::Dtmf { digits: "1x".into(), gap: Duration::from_millis(100) }]);
+        let err = c.tick(t0).unwrap_err();
+        assert!(err.to_string().contains("'x' is not a phone key"), "{err}");
+    }
+
+    #[test]
+    fn wait_close_times_out_and_keys_from_the_bridge_are_recorded() {
+        let mut c = call(vec![Step::WaitClose { timeout: Duration::from_millis(50) }]);
+        let t0 = Instant::now();
+        assert_eq!(c.tick(t0).unwrap(), Tick::Continue);
+        assert_eq!(c.tick(t0 + Duration::from_millis(40)).unwrap(), Tick::Continue);
+        let err = c.tick(t0 + Duration::from_millis(60)).unwrap_err();
+        assert!(err.to_string().contains("WaitClose timed out"), "{err}");
+        assert_eq!(c.report.media_frames_sent, 2);
+
+        let script = vec![Step::Pause(Duration::from_secs(1))];
+        let mut c = Call::new(CallerConfig::signalwire("ws://x", AudioFormat::PCMU_8K, script)).unwrap();
+        let sid = c.stream_sid.clone();
+        for d in ["5", "#", "55"] {
+            c.handle_text(&json!({"event": "dtmf", "streamSid": sid, "dtmf": {"digit": d}}).to_string());
+        }
+        assert_eq!(c.report.digits_received(), "5#");
+        assert_eq!(c.report.warnings, 1, "{:?}", c.report.log);
+    }
+
+    /// The bridge hangs up: a fake bridge closes the socket after 10 media frames, and a caller
+    /// in `WaitClose` ends cleanly with the close recorded.
+    #[tokio::test]
+    async fn wait_close_ends_when_the_bridge_closes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/media/twilio", listener.local_addr().unwrap());
+        let bridge = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let mut events = Vec::new();
+            while let Some(Ok(Message::Text(t))) = ws.next().await {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                events.push(v["event"].as_str().unwrap().to_owned());
+                if events.iter().filter(|e| *e == "media").count() == 10 {
+                    let frame = CloseFrame { code: CloseCode::Normal, reason: "agent hung up".into() };
+                    ws.close(Some(frame)).await.unwrap();
+                    break;
+                }
+            }
+            events
+        });
+        let script = vec![
+            Step::Dtmf { digits: "42".into(), gap: Duration::from_millis(60) },
+            Step::WaitClose { timeout: Duration::from_secs(5) },
+        ];
+        let report = run_call(CallerConfig::twilio(url, script)).await.unwrap();
+        let events = bridge.await.unwrap();
+        assert!(report.closed_by_bridge);
+        assert_eq!(report.close, Some((1000, "agent hung up".to_owned())));
+        assert_eq!(report.digits_sent(), "42");
+        assert!(report.log.iter().any(|e| matches!(&e.kind, CallerEventKind::Closed { code: 1000, .. })));
+        assert!(!report.log.iter().any(|e| e.kind == CallerEventKind::HangUp), "the caller never hung up");
+        assert_eq!(events.iter().filter(|e| *e == "dtmf").count(), 2);
+        assert!(!events.contains(&"stop".to_owned()));
     }
 }

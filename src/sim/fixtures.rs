@@ -50,13 +50,15 @@ impl std::fmt::Debug for Clip {
 const MANIFEST: &str = include_str!("../../fixtures/speech/manifest.json");
 
 /// Every embedded clip, by name. The manifest must list the same names.
-const AUDIO: [(&str, &[u8]); 6] = [
+const AUDIO: [(&str, &[u8]); 8] = [
     ("caller_question", include_bytes!("../../fixtures/speech/caller_question.ulaw")),
     ("caller_followup", include_bytes!("../../fixtures/speech/caller_followup.ulaw")),
     ("caller_interrupt", include_bytes!("../../fixtures/speech/caller_interrupt.ulaw")),
     ("agent_reply_1", include_bytes!("../../fixtures/speech/agent_reply_1.ulaw")),
     ("agent_reply_2", include_bytes!("../../fixtures/speech/agent_reply_2.ulaw")),
     ("agent_reply_3", include_bytes!("../../fixtures/speech/agent_reply_3.ulaw")),
+    ("agent_goodbye", include_bytes!("../../fixtures/speech/agent_goodbye.ulaw")),
+    ("agent_filler", include_bytes!("../../fixtures/speech/agent_filler.ulaw")),
 ];
 
 /// Caller clips in the order a scripted call uses them.
@@ -116,6 +118,23 @@ pub fn agent_replies() -> anyhow::Result<Vec<Clip>> {
     AGENT_ORDER.iter().map(|n| clip(n)).collect()
 }
 
+/// `agent_goodbye` ("Thanks for calling. Goodbye!"): the reply after an `end_call` tool result.
+///
+/// # Errors
+/// If the embedded manifest is inconsistent.
+pub fn agent_goodbye() -> anyhow::Result<Clip> {
+    clip("agent_goodbye")
+}
+
+/// `agent_filler` ("One moment while I check that for you.", about 2.4 s): what the simulator
+/// says for an out-of-band `response.create` (a filler while a tool runs).
+///
+/// # Errors
+/// If the embedded manifest is inconsistent.
+pub fn agent_filler() -> anyhow::Result<Clip> {
+    clip("agent_filler")
+}
+
 /// The caller clips `caller_question`, `caller_followup`, `caller_interrupt`, in order.
 ///
 /// # Errors
@@ -148,5 +167,10 @@ mod tests {
         assert!(caller.iter().all(|c| c.speaker == Speaker::Caller));
         // The barge-in scenario relies on reply 2 being the long one.
         assert!(agent[1].duration_ms() > agent[0].duration_ms());
+        for extra in [agent_goodbye().unwrap(), agent_filler().unwrap()] {
+            assert_eq!(extra.speaker, Speaker::Agent);
+            assert!(!agent.contains(&extra), "{} is not a normal reply", extra.name);
+        }
+        assert_eq!(agent_goodbye().unwrap().text, "Thanks for calling. Goodbye!");
     }
 }

@@ -7,6 +7,13 @@
 //! Barge-in, `response.cancel`, `conversation.item.truncate` and errors behave as on the real
 //! service, so the bridge can be tested end to end over loopback.
 //!
+//! Tool calls are scripted ([`SimConfig::tool_script`]): a chosen response calls a function
+//! (after speaking a clip, or instead of speaking), waits for the client's
+//! `function_call_output`, and the response after it says what [`AfterTool`] names. An
+//! out-of-band `response.create` (`"conversation": "none"`, the bridge's "one moment" filler)
+//! speaks [`SimConfig::filler`] outside the conversation. Every item the client creates is logged
+//! ([`SimEventKind::ItemCreated`]); read them with [`SimHandle::conversation`].
+//!
 //! Each connection runs the sans-IO `session::Session`; this module is only the socket shell
 //! (accept, handshake, pacing timer, capture file, shared log).
 
@@ -76,6 +83,83 @@ pub struct SimConfig {
     /// `input_audio_buffer.speech_started` / `speech_stopped` (no commits, no responses), so the
     /// bridge's barge-in (`clear`, truncate, cancel) can be load-tested. Ignored without echo.
     pub echo_vad: bool,
+    /// Function calls the simulated model makes, by response number (see [`ScriptedToolCall`]).
+    /// Empty: the model never calls a tool.
+    pub tool_script: Vec<ScriptedToolCall>,
+    /// What an out-of-band response (`response.create` with `"conversation": "none"`) says.
+    /// `None`: the first 600 ms of the first reply clip (no audio without replies).
+    pub filler: Option<Clip>,
+}
+
+/// A function call the simulated model makes on one response.
+///
+/// When in-band response number [`on_turn`](Self::on_turn) of a connection starts (a VAD turn
+/// or a `response.create`), it speaks [`say_before`](Self::say_before) (if any) as its message
+/// item, then emits the call in the GA shapes: `response.output_item.added` (a `function_call`
+/// item with empty `arguments`), `response.function_call_arguments.delta` (the arguments in
+/// two pieces), `response.function_call_arguments.done`, `response.output_item.done`, and
+/// `response.done` (status `completed`, the call in `output`). A response cancelled while
+/// still speaking `say_before` never makes its call.
+///
+/// The call then waits: a `conversation.item.create` with a `function_call_output` for its
+/// `call_id` is logged ([`SimEventKind::ItemCreated`]), and the next in-band response says what
+/// [`then`](Self::then) names. A `function_call_output` for a `call_id` the session never
+/// issued is refused with an `invalid_value` error, as on the real service.
+///
+/// Several entries with the same `on_turn` are parallel calls of one response, in list order
+/// (the first `say_before` among them is spoken). A tool turn does not use up a reply clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptedToolCall {
+    /// The response that makes the call: 0 for the connection's first in-band response, 1 for
+    /// the next, …, counting every in-band response that started (`response.created`), tool
+    /// turns and the responses after tool outputs included. Out-of-band responses do not count.
+    pub on_turn: usize,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as JSON text, sent exactly as given (invalid JSON is allowed, to test the
+    /// bridge's argument checks).
+    pub arguments: String,
+    /// Speech before the call, in the same response; `None`: the response is only the call.
+    pub say_before: Option<Clip>,
+    /// What the response after the call's output says.
+    pub then: AfterTool,
+}
+
+impl ScriptedToolCall {
+    /// A call of `name` with `arguments` (JSON text) on response `on_turn`, with no speech
+    /// before it and the next reply clip after its output.
+    pub fn new(on_turn: usize, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            on_turn,
+            name: name.into(),
+            arguments: arguments.into(),
+            say_before: None,
+            then: AfterTool::Reply,
+        }
+    }
+
+    /// Speaks `clip` before the call, in the same response.
+    #[must_use]
+    pub fn say_before(mut self, clip: Clip) -> Self {
+        self.say_before = Some(clip);
+        self
+    }
+
+    /// Says `then` in the response after the call's output.
+    #[must_use]
+    pub fn then(mut self, then: AfterTool) -> Self {
+        self.then = then;
+        self
+    }
+}
+
+/// What the response after a scripted call's `function_call_output` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AfterTool {
+    /// The next clip of [`SimConfig::replies`], as any response would.
+    Reply,
+    /// This clip (e.g. [`fixtures::agent_goodbye`]), without advancing the reply cycle.
+    ReplyClip(Clip),
 }
 
 impl Default for SimConfig {
@@ -90,12 +174,15 @@ impl Default for SimConfig {
             fault: None,
             echo: false,
             echo_vad: false,
+            tool_script: Vec::new(),
+            filler: None,
         }
     }
 }
 
 impl SimConfig {
-    /// Replies `agent_reply_1..3` and the caller clips' texts as transcripts, in fixture order.
+    /// Replies `agent_reply_1..3`, the caller clips' texts as transcripts, in fixture order,
+    /// and `agent_filler` as the out-of-band filler. No tool calls.
     ///
     /// # Errors
     /// If the embedded fixtures are inconsistent.
@@ -103,6 +190,7 @@ impl SimConfig {
         Ok(Self {
             replies: fixtures::agent_replies()?,
             caller_transcripts: fixtures::caller_clips()?.into_iter().map(|c| c.text).collect(),
+            filler: Some(fixtures::agent_filler()?),
             ..Self::default()
         })
     }
@@ -181,10 +269,23 @@ pub enum SimEventKind {
     ResponseStarted {
         /// The response id.
         response_id: String,
-        /// The assistant item carrying the audio.
+        /// The assistant item carrying the audio (for a response that only calls a tool, the
+        /// `function_call` item).
         item_id: String,
-        /// Name of the reply clip (empty when no replies are configured).
+        /// Name of the clip spoken (empty when no replies are configured, or when the response
+        /// only calls a tool).
         clip: String,
+        /// Out-of-band (`"conversation": "none"`): a filler outside the conversation.
+        out_of_band: bool,
+    },
+    /// A scripted function call was sent (`response.function_call_arguments.done`).
+    ToolCallSent(SimToolCall),
+    /// The client added an item with `conversation.item.create` (only accepted ones).
+    ItemCreated {
+        /// The item's id (the client's, or one the simulator assigned).
+        item_id: String,
+        /// What the item says.
+        item: SimClientItem,
     },
     /// The first `response.output_audio.delta` of a response was sent.
     FirstDelta {
@@ -220,6 +321,50 @@ pub enum SimEventKind {
     },
     /// The connection ended.
     Closed,
+}
+
+/// A function call the simulated model made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimToolCall {
+    /// The response that made it.
+    pub response_id: String,
+    /// The `function_call` item.
+    pub item_id: String,
+    /// `call_`: the id the client's `function_call_output` must carry.
+    pub call_id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as JSON text.
+    pub arguments: String,
+}
+
+/// An item a client added to the conversation (`conversation.item.create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimClientItem {
+    /// A message; the bridge sends caller key presses as a `user` message.
+    Message {
+        /// `user`, `assistant` or `system`.
+        role: String,
+        /// The `text` of its content parts (`input_text`, `output_text`), joined with nothing
+        /// in between; parts without text (audio) add nothing.
+        text: String,
+    },
+    /// A function call the client inserted itself.
+    FunctionCall {
+        /// Its `call_id` (empty if the client sent none).
+        call_id: String,
+        /// Its `name`.
+        name: String,
+        /// Its `arguments`.
+        arguments: String,
+    },
+    /// A tool result.
+    FunctionCallOutput {
+        /// The call it answers.
+        call_id: String,
+        /// The output text (usually JSON).
+        output: String,
+    },
 }
 
 /// State shared by the accept loop, the connections and the handle.
@@ -323,6 +468,54 @@ impl SimHandle {
     /// A snapshot of everything logged so far, in order.
     pub fn log(&self) -> Vec<SimLogEntry> {
         self.shared.log().clone()
+    }
+
+    /// The items clients added with `conversation.item.create` (accepted ones), in order, from
+    /// every connection (see [`SimLogEntry::session`] in [`log`](Self::log) to tell them apart).
+    pub fn conversation(&self) -> Vec<SimClientItem> {
+        self.shared
+            .log()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                SimEventKind::ItemCreated { item, .. } => Some(item.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The text of every `user` message clients added (e.g. the bridge's
+    /// `"[caller pressed keys: 1 2 3 #]"`), in order.
+    pub fn user_texts(&self) -> Vec<String> {
+        self.conversation()
+            .into_iter()
+            .filter_map(|item| match item {
+                SimClientItem::Message { role, text } if role == "user" => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every `function_call_output` clients sent, as `(call_id, output)`, in order.
+    pub fn tool_outputs(&self) -> Vec<(String, String)> {
+        self.conversation()
+            .into_iter()
+            .filter_map(|item| match item {
+                SimClientItem::FunctionCallOutput { call_id, output } => Some((call_id, output)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every function call the simulated model made, in order.
+    pub fn tool_calls(&self) -> Vec<SimToolCall> {
+        self.shared
+            .log()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                SimEventKind::ToolCallSent(call) => Some(call.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// How many clients have completed the WebSocket handshake since start.
@@ -657,6 +850,58 @@ mod tests {
 
         ws.close(None).await.unwrap();
         sim.shutdown_and_check(&capture).await;
+    }
+
+    /// Over a real socket: a scripted call, its output, a user text item; the handle's
+    /// accessors report them in order.
+    #[tokio::test]
+    async fn handle_reports_tool_calls_and_the_items_clients_create() {
+        let cfg = SimConfig {
+            speed: 0.0,
+            tool_script: vec![ScriptedToolCall::new(0, "lookup_order", r#"{"order":"A-17"}"#)],
+            ..SimConfig::from_fixtures().unwrap()
+        };
+        let sim = start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut req = sim.url().into_client_request().unwrap();
+        req.headers_mut().insert("authorization", "Bearer sk-test".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(next(&mut ws).await["type"], "session.created");
+        ws.send(Message::text(r#"{"type":"response.create"}"#)).await.unwrap();
+        let call_id = loop {
+            let ev = next(&mut ws).await;
+            if ev["type"] == "response.function_call_arguments.done" {
+                break ev["call_id"].as_str().unwrap().to_owned();
+            }
+        };
+        while next(&mut ws).await["type"] != "response.done" {}
+        let items = [
+            json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "[caller pressed keys: 7 #]"}]}),
+            json!({"type": "function_call_output", "call_id": call_id, "output": "{\"found\":true}"}),
+        ];
+        for item in items {
+            let ev = json!({"type": "conversation.item.create", "item": item});
+            ws.send(Message::text(ev.to_string())).await.unwrap();
+            // The log is written before the answer goes out.
+            while next(&mut ws).await["type"] != "conversation.item.done" {}
+        }
+        assert_eq!(
+            sim.conversation(),
+            [
+                SimClientItem::Message { role: "user".into(), text: "[caller pressed keys: 7 #]".into() },
+                SimClientItem::FunctionCallOutput {
+                    call_id: call_id.clone(),
+                    output: r#"{"found":true}"#.into()
+                },
+            ]
+        );
+        assert_eq!(sim.user_texts(), ["[caller pressed keys: 7 #]"]);
+        assert_eq!(sim.tool_outputs(), [(call_id.clone(), r#"{"found":true}"#.to_owned())]);
+        let calls = sim.tool_calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].call_id.as_str(), calls[0].name.as_str()), (call_id.as_str(), "lookup_order"));
+        assert_eq!(calls[0].arguments, r#"{"order":"A-17"}"#);
+        ws.close(None).await.unwrap();
+        sim.shutdown().await;
     }
 
     impl SimHandle {

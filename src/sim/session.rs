@@ -4,6 +4,11 @@
 //! passed in); [`Session::poll_output`] yields server events, log entries and a close request;
 //! [`Session::poll_timeout`] says when the session next needs [`Session::handle_timeout`]
 //! (paced audio deltas, delayed transcripts). The socket shell in `realtime.rs` drives it.
+//!
+//! Responses: at most one in-band response (the default conversation's) at a time, plus any
+//! number of out-of-band ones (`"conversation": "none"`) in parallel, as the API allows. Server
+//! VAD interrupts only the in-band one (`interrupt_response` is about the default conversation).
+//! Scripted tool calls ([`ScriptedToolCall`]) end their response; see `finish_response`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,8 +19,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 
 use super::audio::{convert_ulaw_clip, decode_to_linear};
+use super::fixtures::Clip;
 use super::ids::IdGen;
-use super::realtime::{SimConfig, SimEventKind, SimFault};
+use super::realtime::{
+    AfterTool, ScriptedToolCall, SimClientItem, SimConfig, SimEventKind, SimFault, SimToolCall,
+};
 use super::vad::{EnergyVad, VadEvent};
 use crate::core::audio::AudioFormat;
 
@@ -28,6 +36,9 @@ const TRANSCRIPT_DELAY: Duration = Duration::from_millis(150);
 
 /// Minimum buffered audio for a manual `input_audio_buffer.commit` (API reference §1.5).
 const MIN_COMMIT_MS: u64 = 100;
+
+/// Audio (ms) of the first reply clip spoken as the filler when [`SimConfig::filler`] is unset.
+const FILLER_FALLBACK_MS: usize = 600;
 
 /// Ended echo responses whose item can still be truncated (the bridge truncates before it
 /// cancels, so one would do; a few cover reordering).
@@ -59,7 +70,17 @@ struct Item {
 #[derive(Debug)]
 struct ActiveResponse {
     id: String,
+    /// The assistant message item (for a response that only calls tools: the first call's item).
     item_id: String,
+    /// Whether the response has an assistant message (output index 0); a response that only
+    /// calls tools has none.
+    has_message: bool,
+    /// `"conversation": "none"`: its items are not in the conversation.
+    out_of_band: bool,
+    /// `response.metadata` from the `response.create`, echoed in the response object.
+    metadata: Value,
+    /// Scripted function calls, emitted after the message when the response completes.
+    calls: Vec<PlannedCall>,
     text: String,
     /// The reply in the session's output format.
     audio: Vec<u8>,
@@ -72,6 +93,28 @@ struct ActiveResponse {
     started: Instant,
     next_due: Instant,
 }
+
+/// A scripted function call of an active response, with its ids.
+#[derive(Debug)]
+struct PlannedCall {
+    item_id: String,
+    call_id: String,
+    name: String,
+    arguments: String,
+    then: AfterTool,
+}
+
+/// Which active response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// The in-band response.
+    Main,
+    /// An out-of-band response, by index in `Session::asides`.
+    Aside(usize),
+}
+
+/// What a response says: `(clip name, transcript, audio in the output format)`.
+type Speech = (String, String, Vec<u8>);
 
 /// Echo mode's endless response.
 #[derive(Debug)]
@@ -121,7 +164,18 @@ pub(crate) struct Session {
     last_item_id: Option<String>,
     user_turns: usize,
     next_reply: usize,
+    /// The in-band response being streamed.
     response: Option<ActiveResponse>,
+    /// Out-of-band responses being streamed, oldest first.
+    asides: Vec<ActiveResponse>,
+    /// In-band responses started so far: the number the tool script's `on_turn` refers to.
+    responses_started: usize,
+    /// Function calls of the conversation by `call_id` (scripted or created by the client), with
+    /// what the response after their first output says (`None` once answered, or for a call the
+    /// client created).
+    calls: HashMap<String, Option<AfterTool>>,
+    /// What the next in-band response says, set by the output of a scripted call.
+    after_tool: Option<AfterTool>,
     /// Delayed events (transcripts), in no particular order.
     timers: Vec<(Instant, Value)>,
     out: VecDeque<Output>,
@@ -165,6 +219,10 @@ impl Session {
             user_turns: 0,
             next_reply: 0,
             response: None,
+            asides: Vec::new(),
+            responses_started: 0,
+            calls: HashMap::new(),
+            after_tool: None,
             timers: Vec::new(),
             out: VecDeque::new(),
             closed: false,
@@ -195,12 +253,9 @@ impl Session {
         if self.closed {
             return None;
         }
-        let timer = self.timers.iter().map(|(at, _)| *at).min();
-        let delta = self.response.as_ref().map(|r| r.next_due);
-        match (timer, delta) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let timers = self.timers.iter().map(|(at, _)| *at);
+        let deltas = self.response.iter().chain(&self.asides).map(|r| r.next_due);
+        timers.chain(deltas).min()
     }
 
     /// Whether the session asked to close.
@@ -218,9 +273,23 @@ impl Session {
             let (_, event) = self.timers.remove(0);
             self.emit(event);
         }
-        while !self.closed && self.response.as_ref().is_some_and(|r| r.next_due <= now) {
-            self.send_next_chunk();
+        while !self.closed
+            && let Some(slot) = self.due_slot(now)
+        {
+            self.send_next_chunk(slot);
         }
+    }
+
+    /// The active response whose next delta is due soonest, if one is due at `now` (the in-band
+    /// one first on a tie).
+    fn due_slot(&self, now: Instant) -> Option<Slot> {
+        let main = self.response.as_ref().map(|r| (r.next_due, Slot::Main));
+        let asides = self.asides.iter().enumerate().map(|(i, r)| (r.next_due, Slot::Aside(i)));
+        main.into_iter()
+            .chain(asides)
+            .filter(|(due, _)| *due <= now)
+            .min_by_key(|(due, _)| *due)
+            .map(|(_, slot)| slot)
     }
 
     /// A binary frame: the Realtime API only speaks JSON text.
@@ -288,7 +357,7 @@ impl Session {
             "conversation.item.truncate" => self.on_truncate(&event),
             "conversation.item.delete" => self.on_item_delete(&event),
             "conversation.item.retrieve" => self.on_item_retrieve(&event),
-            "response.create" => self.on_response_create(now),
+            "response.create" => self.on_response_create(&event, now),
             "response.cancel" => self.on_response_cancel(&event),
             other => Err(client_error(
                 "invalid_value",
@@ -387,8 +456,9 @@ impl Session {
         });
         self.emit(json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}));
         let details = json!({"type": "cancelled", "reason": "client_cancelled"});
-        let usage = self.usage(sent_ms, "");
-        let response = self.response_json(&r.id, "cancelled", details, json!([item]), usage);
+        let usage = self.usage(sent_ms, 0);
+        let response =
+            self.response_json(&r.id, "cancelled", details, json!([item]), usage, false, &Value::Null);
         self.emit(json!({"type": "response.done", "response": response}));
         self.agent_audio_ms += sent_ms;
         if self.echo_ended.len() == ECHO_ITEMS_KEPT {
@@ -526,8 +596,9 @@ impl Session {
                 if self.cfg.echo {
                     return;
                 }
+                // Only the default conversation's response: out-of-band ones play on.
                 if self.response.is_some() && self.td_flag("interrupt_response") {
-                    self.end_response(EndReason::TurnDetected);
+                    self.end_response(Slot::Main, EndReason::TurnDetected);
                 }
             }
             VadEvent::Stopped { audio_end_ms } => {
@@ -544,7 +615,7 @@ impl Session {
                 }
                 self.commit_user_turn(item_id, audio_end_ms.saturating_sub(voiced_start), now);
                 if self.td_flag("create_response") && self.response.is_none() {
-                    self.start_response(now);
+                    self.start_response(now, Value::Null);
                 }
             }
         }
@@ -632,8 +703,8 @@ impl Session {
                 Some("item"),
             ));
         };
-        match item.get("type").and_then(Value::as_str) {
-            Some("message" | "function_call" | "function_call_output") => {}
+        let kind = match item.get("type").and_then(Value::as_str) {
+            Some(kind @ ("message" | "function_call" | "function_call_output")) => kind,
             Some(other) => {
                 return Err(client_error(
                     "invalid_value",
@@ -651,7 +722,37 @@ impl Session {
                     Some("item.type"),
                 ));
             }
-        }
+        };
+        let summary = match kind {
+            "function_call_output" => {
+                let call_id = item_str(item, "call_id")?;
+                let output = item_str(item, "output")?;
+                if !self.calls.contains_key(&call_id) {
+                    return Err(client_error(
+                        "invalid_value",
+                        format!(
+                            "Invalid value: '{call_id}'. No function call with this call_id exists in the \
+                             conversation."
+                        ),
+                        Some("item.call_id"),
+                    ));
+                }
+                SimClientItem::FunctionCallOutput { call_id, output }
+            }
+            "function_call" => SimClientItem::FunctionCall {
+                call_id: item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                name: item_str(item, "name")?,
+                arguments: item_str(item, "arguments")?,
+            },
+            _ => SimClientItem::Message {
+                role: item.get("role").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                text: item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .map(|parts| parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect())
+                    .unwrap_or_default(),
+            },
+        };
         let mut item = item.clone();
         let id = match item.get("id").and_then(Value::as_str) {
             Some(id) if self.items.contains_key(id) => {
@@ -672,6 +773,19 @@ impl Session {
             None => self.last_item_id.clone(),
         };
         self.add_item(Value::Object(item), None, previous);
+        match &summary {
+            SimClientItem::FunctionCallOutput { call_id, .. } => {
+                // The first output of a scripted call decides the next response; later ones do not.
+                if let Some(then) = self.calls.get_mut(call_id).and_then(Option::take) {
+                    self.after_tool = Some(then);
+                }
+            }
+            SimClientItem::FunctionCall { call_id, .. } if !call_id.is_empty() => {
+                self.calls.entry(call_id.clone()).or_insert(None);
+            }
+            _ => {}
+        }
+        self.log(SimEventKind::ItemCreated { item_id: id, item: summary });
         Ok(())
     }
 
@@ -736,7 +850,36 @@ impl Session {
 
     // ----- responses -----
 
-    fn on_response_create(&mut self, now: Instant) -> Result<(), ClientError> {
+    fn on_response_create(&mut self, event: &Value, now: Instant) -> Result<(), ClientError> {
+        let (out_of_band, metadata) = match event.get("response") {
+            None | Some(Value::Null) => (false, Value::Null),
+            Some(Value::Object(params)) => {
+                let out_of_band = match params.get("conversation") {
+                    None | Some(Value::Null) => false,
+                    Some(v) if v == "auto" => false,
+                    Some(v) if v == "none" => true,
+                    Some(other) => {
+                        return Err(client_error(
+                            "invalid_value",
+                            format!("Invalid value: {other}. Supported values are: 'auto' and 'none'."),
+                            Some("response.conversation"),
+                        ));
+                    }
+                };
+                let metadata = match params.get("metadata") {
+                    None | Some(Value::Null) => Value::Null,
+                    Some(m @ Value::Object(_)) => m.clone(),
+                    Some(_) => return Err(invalid_type("response.metadata")),
+                };
+                (out_of_band, metadata)
+            }
+            Some(_) => return Err(invalid_type("response")),
+        };
+        if out_of_band {
+            // Out of the default conversation: runs alongside anything else.
+            self.start_aside(now, metadata);
+            return Ok(());
+        }
         if let Some(r) = &self.response {
             return Err(client_error(
                 "conversation_already_has_active_response",
@@ -747,7 +890,7 @@ impl Session {
                 None,
             ));
         }
-        self.start_response(now);
+        self.start_response(now, metadata);
         Ok(())
     }
 
@@ -761,38 +904,88 @@ impl Session {
             self.end_echo_response();
             return Ok(());
         }
-        let matches = match (&self.response, wanted) {
-            (Some(r), Some(id)) => r.id == id,
-            (Some(_), None) => true,
-            (None, _) => false,
+        // Without an id: the default conversation's response (reference §1.3).
+        let slot = match wanted {
+            None => self.response.is_some().then_some(Slot::Main),
+            Some(id) if self.response.as_ref().is_some_and(|r| r.id == id) => Some(Slot::Main),
+            Some(id) => self.asides.iter().position(|r| r.id == id).map(Slot::Aside),
         };
-        if !matches {
+        let Some(slot) = slot else {
             return Err(client_error(
                 "response_cancel_not_active",
                 "Cancellation failed: no active response found",
                 None,
             ));
-        }
-        self.end_response(EndReason::ClientCancelled);
+        };
+        self.end_response(slot, EndReason::ClientCancelled);
         Ok(())
     }
 
-    fn start_response(&mut self, now: Instant) {
-        let (clip, text, audio) = match self.pick_reply() {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::warn!(error = %e, "sim: cannot convert reply clip");
-                let err = ClientError {
-                    code: "server_error",
-                    message: format!("The server had an error while processing your request: {e}"),
-                    param: None,
-                };
-                return self.send_error(err, None);
+    /// Starts in-band response number `responses_started`: a scripted tool turn if the tool
+    /// script has one for it, else what the last scripted call's output asked for, else the
+    /// next reply clip.
+    fn start_response(&mut self, now: Instant, metadata: Value) {
+        let turn = self.responses_started;
+        let script: Vec<ScriptedToolCall> =
+            self.cfg.tool_script.iter().filter(|c| c.on_turn == turn).cloned().collect();
+        let after = self.after_tool.take();
+        let speech = if script.is_empty() {
+            match after {
+                Some(AfterTool::ReplyClip(clip)) => self.convert(&clip).map(Some),
+                Some(AfterTool::Reply) | None => self.pick_reply().map(Some),
+            }
+        } else {
+            match script.iter().find_map(|c| c.say_before.as_ref()) {
+                Some(clip) => self.convert(clip).map(Some),
+                None => Ok(None),
             }
         };
+        let speech = match speech {
+            Ok(speech) => speech,
+            Err(e) => return self.server_error(&e),
+        };
+        self.responses_started += 1;
+        let calls = script
+            .into_iter()
+            .map(|c| PlannedCall {
+                item_id: self.ids.base62("item_", 20),
+                call_id: self.ids.base62("call_", 16),
+                name: c.name,
+                arguments: c.arguments,
+                then: c.then,
+            })
+            .collect();
+        self.begin_response(now, speech, calls, false, metadata);
+    }
+
+    /// Starts an out-of-band response speaking the filler.
+    fn start_aside(&mut self, now: Instant, metadata: Value) {
+        match self.filler() {
+            Ok(speech) => self.begin_response(now, Some(speech), Vec::new(), true, metadata),
+            Err(e) => self.server_error(&e),
+        }
+    }
+
+    /// Announces a response (`response.created`, its message item when it speaks) and makes it
+    /// active; its deltas follow from [`handle_timeout`](Self::handle_timeout).
+    fn begin_response(
+        &mut self,
+        now: Instant,
+        speech: Option<Speech>,
+        calls: Vec<PlannedCall>,
+        out_of_band: bool,
+        metadata: Value,
+    ) {
         let response_id = self.ids.base62("resp_", 20);
-        let item_id = self.ids.base62("item_", 20);
-        let response = self.response_json(&response_id, "in_progress", Value::Null, json!([]), Value::Null);
+        let response = self.response_json(
+            &response_id,
+            "in_progress",
+            Value::Null,
+            json!([]),
+            Value::Null,
+            out_of_band,
+            &metadata,
+        );
         self.emit(json!({"type": "response.created", "response": response}));
         self.emit(json!({
             "type": "rate_limits.updated",
@@ -801,38 +994,53 @@ impl Session {
                 {"name": "tokens", "limit": 800_000, "remaining": 795_000, "reset_seconds": 0.375},
             ],
         }));
-        let item = json!({
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        });
-        self.emit(json!({
-            "type": "response.output_item.added",
-            "response_id": response_id,
-            "output_index": 0,
-            "item": item,
-        }));
-        let previous = self.last_item_id.clone();
-        self.add_item(item, Some(0), previous);
-        self.emit(json!({
-            "type": "response.content_part.added",
-            "response_id": response_id,
-            "item_id": item_id,
-            "output_index": 0,
-            "content_index": 0,
-            "part": {"type": "output_audio", "transcript": ""},
-        }));
+        let has_message = speech.is_some();
+        let (clip, text, audio) = speech.unwrap_or_default();
+        let item_id = if has_message {
+            let item_id = self.ids.base62("item_", 20);
+            let item = json!({
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            });
+            self.emit(json!({
+                "type": "response.output_item.added",
+                "response_id": response_id,
+                "output_index": 0,
+                "item": item,
+            }));
+            if !out_of_band {
+                let previous = self.last_item_id.clone();
+                self.add_item(item, Some(0), previous);
+            }
+            self.emit(json!({
+                "type": "response.content_part.added",
+                "response_id": response_id,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "part": {"type": "output_audio", "transcript": ""},
+            }));
+            item_id
+        } else {
+            calls.first().map(|c| c.item_id.clone()).unwrap_or_default()
+        };
         self.log(SimEventKind::ResponseStarted {
             response_id: response_id.clone(),
             item_id: item_id.clone(),
             clip,
+            out_of_band,
         });
-        self.response = Some(ActiveResponse {
+        let r = ActiveResponse {
             id: response_id,
             item_id,
+            has_message,
+            out_of_band,
+            metadata,
+            calls,
             text,
             audio,
             bytes_per_ms: self.output_format.bytes_per_ms().max(1),
@@ -841,14 +1049,19 @@ impl Session {
             chunks: 0,
             started: now,
             next_due: now,
-        });
+        };
+        if out_of_band {
+            self.asides.push(r);
+        } else {
+            self.response = Some(r);
+        }
     }
 
-    /// The next reply clip (cycling) in the output format: `(name, text, audio)`.
-    fn pick_reply(&mut self) -> anyhow::Result<(String, String, Vec<u8>)> {
+    /// The next reply clip (cycling) in the output format; empty without replies.
+    fn pick_reply(&mut self) -> anyhow::Result<Speech> {
         let replies = &self.cfg.replies;
         if replies.is_empty() {
-            return Ok((String::new(), String::new(), Vec::new()));
+            return Ok(Speech::default());
         }
         let clip = &replies[self.next_reply % replies.len()];
         self.next_reply += 1;
@@ -856,11 +1069,65 @@ impl Session {
         Ok((clip.name.to_owned(), clip.text.clone(), converted.bytes))
     }
 
-    /// Sends the next audio delta of the active response (and finishes it after the last).
-    fn send_next_chunk(&mut self) {
-        let Some(r) = self.response.as_mut() else { return };
+    /// `clip` in the output format.
+    fn convert(&self, clip: &Clip) -> anyhow::Result<Speech> {
+        let converted = convert_ulaw_clip(clip.ulaw, self.output_format)?;
+        Ok((clip.name.to_owned(), clip.text.clone(), converted.bytes))
+    }
+
+    /// What an out-of-band response says: [`SimConfig::filler`], else the first
+    /// [`FILLER_FALLBACK_MS`] of the first reply (with the words that fit), else nothing.
+    fn filler(&self) -> anyhow::Result<Speech> {
+        if let Some(clip) = &self.cfg.filler {
+            return self.convert(clip);
+        }
+        let Some(first) = self.cfg.replies.first() else { return Ok(Speech::default()) };
+        // Clips are μ-law at 8 kHz: 8 bytes per ms.
+        let bytes = (FILLER_FALLBACK_MS * 8).min(first.ulaw.len());
+        let mut cut = first.text.len() * bytes / first.ulaw.len().max(1);
+        while !first.text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let text = first.text[..cut].rsplit_once(' ').map_or("", |(words, _)| words).to_owned();
+        let converted = convert_ulaw_clip(&first.ulaw[..bytes], self.output_format)?;
+        Ok((first.name.to_owned(), text, converted.bytes))
+    }
+
+    /// A clip could not be converted: a `server_error` event, and no response.
+    fn server_error(&mut self, e: &anyhow::Error) {
+        tracing::warn!(error = %e, "sim: cannot convert a clip");
+        let err = ClientError {
+            code: "server_error",
+            message: format!("The server had an error while processing your request: {e}"),
+            param: None,
+        };
+        self.send_error(err, None);
+    }
+
+    /// Takes an active response out of its slot.
+    fn take_slot(&mut self, slot: Slot) -> Option<ActiveResponse> {
+        match slot {
+            Slot::Main => self.response.take(),
+            Slot::Aside(i) => (i < self.asides.len()).then(|| self.asides.remove(i)),
+        }
+    }
+
+    /// Puts a response taken with [`take_slot`](Self::take_slot) back.
+    fn put_slot(&mut self, slot: Slot, r: ActiveResponse) {
+        match slot {
+            Slot::Main => self.response = Some(r),
+            Slot::Aside(i) => {
+                let at = i.min(self.asides.len());
+                self.asides.insert(at, r);
+            }
+        }
+    }
+
+    /// Sends the next audio delta of a response (and finishes it after the last).
+    fn send_next_chunk(&mut self, slot: Slot) {
+        let Some(mut r) = self.take_slot(slot) else { return };
         if r.sent >= r.audio.len() {
-            return self.end_response(EndReason::Completed);
+            return self.finish_response(r, EndReason::Completed);
         }
         let chunk_ms = DELTA_CHUNK_MS[r.chunks % DELTA_CHUNK_MS.len()];
         let len = (chunk_ms as usize * r.bytes_per_ms).min(r.audio.len() - r.sent);
@@ -878,21 +1145,21 @@ impl Session {
         let text_delta = r.text[r.text_sent..text_end.max(r.text_sent)].to_owned();
         r.text_sent = text_end.max(r.text_sent);
         r.next_due = pace(r.started, sent_ms, self.cfg.speed);
-        let (response_id, item_id, done) = (r.id.clone(), r.item_id.clone(), r.sent >= r.audio.len());
-        if let Some(item) = self.items.get_mut(&item_id) {
+        let done = r.sent >= r.audio.len();
+        if let Some(item) = self.items.get_mut(&r.item_id) {
             item.audio_ms = Some(sent_ms);
         }
         self.emit(json!({
             "type": "response.output_audio.delta",
-            "response_id": response_id,
-            "item_id": item_id,
+            "response_id": r.id,
+            "item_id": r.item_id,
             "output_index": 0,
             "content_index": 0,
             "delta": delta,
         }));
         self.deltas_sent += 1;
         if first {
-            self.log(SimEventKind::FirstDelta { response_id: response_id.clone() });
+            self.log(SimEventKind::FirstDelta { response_id: r.id.clone() });
         }
         if self.cfg.fault == Some(SimFault::CloseOnFirstDelta) && self.deltas_sent == 1 {
             return self.close(1011, "simulated server error");
@@ -900,81 +1167,195 @@ impl Session {
         if !text_delta.is_empty() {
             self.emit(json!({
                 "type": "response.output_audio_transcript.delta",
-                "response_id": response_id,
-                "item_id": item_id,
+                "response_id": r.id,
+                "item_id": r.item_id,
                 "output_index": 0,
                 "content_index": 0,
                 "delta": text_delta,
             }));
         }
         if done {
-            self.end_response(EndReason::Completed);
+            self.finish_response(r, EndReason::Completed);
+        } else {
+            self.put_slot(slot, r);
         }
     }
 
-    /// Ends the active response with the closing events and `response.done`.
-    fn end_response(&mut self, reason: EndReason) {
-        let Some(r) = self.response.take() else { return };
+    /// Ends an active response early (or on time) with the closing events and `response.done`.
+    fn end_response(&mut self, slot: Slot, reason: EndReason) {
+        if let Some(r) = self.take_slot(slot) {
+            self.finish_response(r, reason);
+        }
+    }
+
+    /// Closes the response's message (if it has one); if it completed, emits its scripted
+    /// function calls after it; then `response.done`.
+    fn finish_response(&mut self, r: ActiveResponse, reason: EndReason) {
         let completed = reason == EndReason::Completed;
         let transcript = if completed { r.text.clone() } else { r.text[..r.text_sent].to_owned() };
         let sent_ms = (r.sent / r.bytes_per_ms) as u64;
         let status = if completed { "completed" } else { "cancelled" };
-        let part_event = |kind: &str| {
-            json!({
-                "type": kind,
-                "response_id": r.id,
-                "item_id": r.item_id,
-                "output_index": 0,
-                "content_index": 0,
-            })
-        };
-        if completed {
-            self.emit(part_event("response.output_audio.done"));
-            let mut ev = part_event("response.output_audio_transcript.done");
-            ev["transcript"] = json!(transcript);
+        let mut output = Vec::new();
+        if r.has_message {
+            let part_event = |kind: &str| {
+                json!({
+                    "type": kind,
+                    "response_id": r.id,
+                    "item_id": r.item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                })
+            };
+            if completed {
+                self.emit(part_event("response.output_audio.done"));
+                let mut ev = part_event("response.output_audio_transcript.done");
+                ev["transcript"] = json!(transcript);
+                self.emit(ev);
+            }
+            let part = json!({"type": "output_audio", "transcript": transcript});
+            let mut ev = part_event("response.content_part.done");
+            ev["part"] = part.clone();
             self.emit(ev);
+            let item = json!({
+                "id": r.item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": if completed { "completed" } else { "incomplete" },
+                "role": "assistant",
+                "content": [part],
+            });
+            self.emit(
+                json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}),
+            );
+            // The client may have deleted the item meanwhile (and out-of-band items were never
+            // in the conversation); then there is nothing to finish.
+            if let Some(stored) = self.items.get_mut(&r.item_id) {
+                stored.json = item.clone();
+                stored.audio_ms = Some(sent_ms);
+                self.emit(json!({"type": "conversation.item.done", "item": item}));
+            }
+            output.push(item);
         }
-        let part = json!({"type": "output_audio", "transcript": transcript});
-        let mut ev = part_event("response.content_part.done");
-        ev["part"] = part.clone();
-        self.emit(ev);
-        let item = json!({
-            "id": r.item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": if completed { "completed" } else { "incomplete" },
-            "role": "assistant",
-            "content": [part],
-        });
-        self.emit(json!({"type": "response.output_item.done", "response_id": r.id, "output_index": 0, "item": item}));
-        // The client may have deleted the item meanwhile; then there is nothing to finish.
-        if let Some(stored) = self.items.get_mut(&r.item_id) {
-            stored.json = item.clone();
-            stored.audio_ms = Some(sent_ms);
-            self.emit(json!({"type": "conversation.item.done", "item": item}));
+        let mut out_text = transcript.len();
+        if completed {
+            let first_index = usize::from(r.has_message);
+            for (i, call) in r.calls.into_iter().enumerate() {
+                out_text += call.arguments.len();
+                output.push(self.emit_call(&r.id, first_index + i, call, r.out_of_band));
+            }
         }
         let details = match reason {
             EndReason::Completed => Value::Null,
             EndReason::TurnDetected => json!({"type": "cancelled", "reason": "turn_detected"}),
             EndReason::ClientCancelled => json!({"type": "cancelled", "reason": "client_cancelled"}),
         };
-        let usage = self.usage(sent_ms, &transcript);
-        let response = self.response_json(&r.id, status, details, json!([item]), usage);
+        let usage = self.usage(sent_ms, out_text);
+        let response = self.response_json(
+            &r.id,
+            status,
+            details,
+            Value::Array(output),
+            usage,
+            r.out_of_band,
+            &r.metadata,
+        );
         self.emit(json!({"type": "response.done", "response": response}));
         self.agent_audio_ms += sent_ms;
         self.log(SimEventKind::ResponseDone { response_id: r.id, status: status.to_owned() });
     }
 
+    /// Emits one function call of response `response_id` at `output_index` (item added,
+    /// arguments in two deltas, arguments done, item done), registers its `call_id`, and returns
+    /// the completed item for `response.done`.
+    fn emit_call(
+        &mut self,
+        response_id: &str,
+        output_index: usize,
+        call: PlannedCall,
+        out_of_band: bool,
+    ) -> Value {
+        let item = |status: &str, arguments: &str| {
+            json!({
+                "id": call.item_id,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": status,
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": arguments,
+            })
+        };
+        let added = item("in_progress", "");
+        let done = item("completed", &call.arguments);
+        self.emit(json!({
+            "type": "response.output_item.added",
+            "response_id": response_id,
+            "output_index": output_index,
+            "item": added,
+        }));
+        if !out_of_band {
+            let previous = self.last_item_id.clone();
+            self.add_item(added, None, previous);
+        }
+        // The arguments stream in two pieces, split on a char boundary.
+        let args = &call.arguments;
+        let mut mid = args.len() / 2;
+        while !args.is_char_boundary(mid) {
+            mid += 1;
+        }
+        for piece in [&args[..mid], &args[mid..]] {
+            if piece.is_empty() {
+                continue;
+            }
+            self.emit(json!({
+                "type": "response.function_call_arguments.delta",
+                "response_id": response_id,
+                "item_id": call.item_id,
+                "output_index": output_index,
+                "call_id": call.call_id,
+                "delta": piece,
+            }));
+        }
+        self.emit(json!({
+            "type": "response.function_call_arguments.done",
+            "response_id": response_id,
+            "item_id": call.item_id,
+            "output_index": output_index,
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+        }));
+        self.emit(json!({
+            "type": "response.output_item.done",
+            "response_id": response_id,
+            "output_index": output_index,
+            "item": done,
+        }));
+        if let Some(stored) = self.items.get_mut(&call.item_id) {
+            stored.json = done.clone();
+            self.emit(json!({"type": "conversation.item.done", "item": done}));
+        }
+        self.calls.insert(call.call_id.clone(), Some(call.then));
+        self.log(SimEventKind::ToolCallSent(SimToolCall {
+            response_id: response_id.to_owned(),
+            item_id: call.item_id,
+            call_id: call.call_id,
+            name: call.name,
+            arguments: call.arguments,
+        }));
+        done
+    }
+
     /// Token counts invented from durations: ~10 tokens/s of input audio, ~20 tokens/s of
-    /// output audio, ~4 characters per text token.
-    fn usage(&mut self, out_audio_ms: u64, transcript: &str) -> Value {
+    /// output audio, ~4 bytes of output text (transcript, function arguments) per text token.
+    fn usage(&mut self, out_audio_ms: u64, out_text_bytes: usize) -> Value {
         let instructions = self.session["instructions"].as_str().map_or(0, str::len) as u64;
         let in_text = 8 + instructions / 4;
         let in_audio = (self.user_audio_ms / 100.0) as u64 + self.agent_audio_ms / 50;
         let input = in_text + in_audio;
         let cached = (self.last_input_tokens.min(input) / 64) * 64;
         self.last_input_tokens = input;
-        let out_text = (transcript.len() as u64).div_ceil(4);
+        let out_text = (out_text_bytes as u64).div_ceil(4);
         let out_audio = out_audio_ms / 50;
         let output = out_text + out_audio;
         json!({
@@ -992,14 +1373,26 @@ impl Session {
         })
     }
 
-    fn response_json(&self, id: &str, status: &str, details: Value, output: Value, usage: Value) -> Value {
+    /// The response object; an out-of-band one belongs to no conversation.
+    #[allow(clippy::too_many_arguments)]
+    fn response_json(
+        &self,
+        id: &str,
+        status: &str,
+        details: Value,
+        output: Value,
+        usage: Value,
+        out_of_band: bool,
+        metadata: &Value,
+    ) -> Value {
+        let conversation_id = if out_of_band { Value::Null } else { json!(self.conversation_id) };
         json!({
             "object": "realtime.response",
             "id": id,
             "status": status,
             "status_details": details,
             "output": output,
-            "conversation_id": self.conversation_id,
+            "conversation_id": conversation_id,
             "output_modalities": ["audio"],
             "max_output_tokens": self.session["max_output_tokens"].clone(),
             "audio": {"output": {
@@ -1007,7 +1400,7 @@ impl Session {
                 "voice": self.session["audio"]["output"]["voice"].clone(),
             }},
             "usage": usage,
-            "metadata": null,
+            "metadata": metadata,
         })
     }
 
@@ -1040,6 +1433,7 @@ impl Session {
 
     fn close(&mut self, code: u16, reason: &str) {
         self.response = None;
+        self.asides.clear();
         self.timers.clear();
         self.out.push_back(Output::Close { code, reason: reason.to_owned() });
         self.closed = true;
@@ -1072,6 +1466,15 @@ fn internal(what: &str) -> ClientError {
 
 fn item_not_found(id: &str) -> ClientError {
     client_error("invalid_value", format!("Item with item_id '{id}' not found."), Some("item_id"))
+}
+
+/// A required string field of a `conversation.item.create` item (`item.<field>` in errors).
+fn item_str(item: &Map<String, Value>, field: &str) -> Result<String, ClientError> {
+    match item.get(field) {
+        None | Some(Value::Null) => Err(missing(&format!("item.{field}"))),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(invalid_type(&format!("item.{field}"))),
+    }
 }
 
 fn required_str(event: &Value, field: &str) -> Result<String, ClientError> {
@@ -1331,6 +1734,8 @@ mod tests {
             fault,
             echo: false,
             echo_vad: false,
+            tool_script: Vec::new(),
+            filler: None,
         })
     }
 
@@ -1732,6 +2137,577 @@ mod tests {
             "conversation.item.input_audio_transcription.completed",
         ] {
             assert!(kinds.contains(k), "{k} not exercised: {kinds:?}");
+        }
+    }
+
+    // ----- scripted tool calls, out-of-band responses, client items -----
+
+    /// A session whose tool script is `script`, pcmu both ways, server VAD, replies at once.
+    fn tool_session(script: Vec<ScriptedToolCall>, filler: Option<fixtures::Clip>) -> (Session, Vec<Output>) {
+        let cfg = Arc::new(SimConfig { tool_script: script, filler, ..(*cfg(None)).clone() });
+        let mut s = Session::new(cfg, None);
+        let mut out = drain(&mut s);
+        out.extend(update(
+            &mut s,
+            json!({"type": "realtime", "audio": {
+                "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"},
+                          "transcription": {"model": "whisper-1"}, "noise_reduction": null},
+                "output": {"format": {"type": "audio/pcmu"}}}}),
+        ));
+        (s, out)
+    }
+
+    /// The caller asks a question (VAD turn) and everything due is sent.
+    fn vad_turn(s: &mut Session, t0: Instant) -> Vec<Output> {
+        let mut audio = fixtures::clip("caller_question").unwrap().ulaw.to_vec();
+        audio.extend([0xFF; 8000]);
+        let mut out = append(s, &audio, t0);
+        s.handle_timeout(t0 + Duration::from_secs(1));
+        out.extend(drain(s));
+        out
+    }
+
+    /// Sends a client event (as the bridge encodes it) and runs every due delta.
+    fn client(s: &mut Session, event: &crate::core::realtime::ClientEvent, now: Instant) -> Vec<Output> {
+        let mut text = String::new();
+        crate::core::realtime::encode(event, &mut text);
+        s.handle_client_text(&text, now);
+        s.handle_timeout(now);
+        drain(s)
+    }
+
+    /// Decodes every event with the bridge's own decoder (none may fail) and returns the
+    /// function calls it would act on: `(response_id, item_id, call_id, name, arguments)`.
+    fn bridge_decodes(evs: &[Value]) -> Vec<[String; 5]> {
+        use crate::core::realtime::{RealtimeDecoder, ServerEvent};
+        let mut decoder = RealtimeDecoder::new(16 << 20);
+        let mut calls = Vec::new();
+        for ev in evs {
+            let text = ev.to_string();
+            match decoder.decode(&text) {
+                Ok(ServerEvent::FunctionCallArgumentsDone {
+                    response_id,
+                    item_id,
+                    call_id,
+                    name,
+                    arguments,
+                }) => {
+                    calls.push([response_id, item_id, call_id, name, arguments].map(|c| c.into_owned()));
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the bridge cannot decode {text}: {e}"),
+            }
+        }
+        calls
+    }
+
+    /// The events from the `response.created` of `response_id` to its `response.done`, without
+    /// the caller's transcript (which arrives whenever its delay is up).
+    fn response_events(evs: &[Value], response_id: &str) -> Vec<Value> {
+        let start = evs
+            .iter()
+            .position(|e| e["type"] == "response.created" && e["response"]["id"] == response_id)
+            .unwrap();
+        let end = evs
+            .iter()
+            .position(|e| e["type"] == "response.done" && e["response"]["id"] == response_id)
+            .unwrap();
+        evs[start..=end]
+            .iter()
+            .filter(|e| e["type"] != "conversation.item.input_audio_transcription.completed")
+            .cloned()
+            .collect()
+    }
+
+    fn audio_bytes(evs: &[Value]) -> usize {
+        evs.iter()
+            .filter(|e| e["type"] == "response.output_audio.delta")
+            .map(|e| BASE64.decode(e["delta"].as_str().unwrap()).unwrap().len())
+            .sum()
+    }
+
+    fn logs(out: &[Output]) -> Vec<SimEventKind> {
+        out.iter().filter_map(|o| if let Output::Log(k) = o { Some(k.clone()) } else { None }).collect()
+    }
+
+    const ARGS: &str = r#"{"order_id":"A-17","note":"café ☕"}"#;
+
+    #[test]
+    fn scripted_tool_call_has_the_ga_shapes_and_the_bridge_decodes_it() {
+        let goodbye = fixtures::agent_goodbye().unwrap();
+        let script =
+            vec![ScriptedToolCall::new(0, "lookup_order", ARGS).then(AfterTool::ReplyClip(goodbye.clone()))];
+        let (mut s, _) = tool_session(script, None);
+        let t0 = Instant::now();
+        let out = vad_turn(&mut s, t0);
+        let evs = events(&out);
+        let created = of_type(&evs, "response.created");
+        assert_eq!(created.len(), 1);
+        let response_id = created[0]["response"]["id"].as_str().unwrap().to_owned();
+        let turn = &response_events(&evs, &response_id)[..];
+        let kinds: Vec<&str> = turn.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "rate_limits.updated",
+                "response.output_item.added",
+                "conversation.item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "conversation.item.done",
+                "response.done",
+            ]
+        );
+        // The bridge sees exactly one call, with the script's name and arguments.
+        let calls = bridge_decodes(&evs);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let [rid, item_id, call_id, name, arguments] = calls[0].clone();
+        assert_eq!(
+            (rid.as_str(), name.as_str(), arguments.as_str()),
+            (response_id.as_str(), "lookup_order", ARGS)
+        );
+        assert!(call_id.starts_with("call_") && call_id.len() == 21, "{call_id}");
+        assert!(item_id.starts_with("item_"));
+        // Item added with empty arguments, in progress; the pieces add up; done repeats all.
+        let added = &turn[2];
+        assert_eq!(added["output_index"], 0);
+        assert_eq!(
+            added["item"],
+            json!({"id": item_id, "object": "realtime.item", "type": "function_call", "status": "in_progress",
+                   "call_id": call_id, "name": "lookup_order", "arguments": ""})
+        );
+        let pieces: String = turn[4..6].iter().map(|e| e["delta"].as_str().unwrap()).collect();
+        assert_eq!(pieces, ARGS);
+        for e in &turn[4..8] {
+            assert_eq!(e["response_id"], response_id.as_str());
+            assert_eq!(e["output_index"], 0);
+        }
+        for e in &turn[4..7] {
+            assert_eq!(e["item_id"], item_id.as_str());
+            assert_eq!(e["call_id"], call_id.as_str());
+        }
+        let done_item = &turn[7]["item"];
+        assert_eq!(done_item["status"], "completed");
+        assert_eq!(done_item["arguments"], ARGS);
+        let done = &turn[9]["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"], json!([done_item.clone()]));
+        assert_eq!(audio_bytes(turn), 0, "a tool-only turn says nothing");
+        let log = logs(&out);
+        assert!(log.contains(&SimEventKind::ToolCallSent(SimToolCall {
+            response_id: response_id.clone(),
+            item_id: item_id.clone(),
+            call_id: call_id.clone(),
+            name: "lookup_order".into(),
+            arguments: ARGS.into(),
+        })));
+        assert!(log.contains(&SimEventKind::ResponseStarted {
+            response_id: response_id.clone(),
+            item_id: item_id.clone(),
+            clip: String::new(),
+            out_of_band: false,
+        }));
+
+        // The bridge answers: output item, then response.create → the goodbye clip.
+        use crate::core::realtime::ClientEvent;
+        let output = ClientEvent::FunctionCallOutput {
+            call_id: call_id.clone(),
+            output: r#"{"eta":"Friday"}"#.into(),
+        };
+        let out = client(&mut s, &output, t0);
+        assert_eq!(types(&out), ["conversation.item.added", "conversation.item.done"]);
+        let item = &events(&out)[1]["item"];
+        assert_eq!(item["type"], "function_call_output");
+        assert_eq!(item["call_id"], call_id.as_str());
+        let item_created =
+            logs(&out).into_iter().find(|k| matches!(k, SimEventKind::ItemCreated { .. })).unwrap();
+        assert_eq!(
+            item_created,
+            SimEventKind::ItemCreated {
+                item_id: item["id"].as_str().unwrap().to_owned(),
+                item: SimClientItem::FunctionCallOutput {
+                    call_id: call_id.clone(),
+                    output: r#"{"eta":"Friday"}"#.into()
+                },
+            }
+        );
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        let evs = events(&out);
+        bridge_decodes(&evs);
+        assert_eq!(audio_bytes(&evs), goodbye.ulaw.len());
+        let transcript = of_type(&evs, "response.output_audio_transcript.done");
+        assert_eq!(transcript[0]["transcript"], goodbye.text.as_str());
+        assert!(logs(&out).iter().any(
+            |k| matches!(k, SimEventKind::ResponseStarted { clip, out_of_band: false, .. } if clip == "agent_goodbye")
+        ));
+        // Neither the tool turn nor the goodbye used up a reply: the next turn is reply 1.
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        assert!(
+            logs(&out)
+                .iter()
+                .any(|k| matches!(k, SimEventKind::ResponseStarted { clip, .. } if clip == "agent_reply_1"))
+        );
+    }
+
+    #[test]
+    fn say_before_speaks_first_and_parallel_calls_follow_the_message() {
+        let reply = fixtures::clip("agent_reply_3").unwrap();
+        let script = vec![
+            ScriptedToolCall::new(1, "update_lead", r#"{"status":"interested"}"#).say_before(reply.clone()),
+            ScriptedToolCall::new(1, "send_dtmf", r#"{"digits":"12#"}"#),
+        ];
+        let (mut s, _) = tool_session(script, None);
+        let t0 = Instant::now();
+        use crate::core::realtime::ClientEvent;
+        // Response 0 is a normal reply; response 1 speaks, then makes both calls.
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        assert!(bridge_decodes(&events(&out)).is_empty());
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        let evs = events(&out);
+        let calls = bridge_decodes(&evs);
+        assert_eq!(calls.iter().map(|c| c[3].as_str()).collect::<Vec<_>>(), ["update_lead", "send_dtmf"]);
+        assert_eq!(audio_bytes(&evs), reply.ulaw.len());
+        let done = of_type(&evs, "response.done")[0];
+        let output = done["response"]["output"].as_array().unwrap();
+        assert_eq!(output.len(), 3);
+        assert_eq!(
+            (output[0]["type"].as_str(), output[0]["status"].as_str()),
+            (Some("message"), Some("completed"))
+        );
+        assert_eq!(output[0]["content"][0]["transcript"], reply.text.as_str());
+        assert_eq!(output[1]["name"], "update_lead");
+        assert_eq!(output[2]["name"], "send_dtmf");
+        // Output indexes: message 0, calls 1 and 2; every call event after the message's done.
+        let message_done = evs
+            .iter()
+            .position(|e| e["type"] == "response.output_item.done" && e["item"]["type"] == "message")
+            .unwrap();
+        let first_call =
+            evs.iter().position(|e| e["type"] == "response.function_call_arguments.delta").unwrap();
+        assert!(message_done < first_call);
+        let indexes: Vec<u64> = of_type(&evs, "response.function_call_arguments.done")
+            .iter()
+            .map(|e| e["output_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(indexes, [1, 2]);
+        // Both calls await outputs; each is accepted once the bridge sends it.
+        for call in &calls {
+            let out = client(
+                &mut s,
+                &ClientEvent::FunctionCallOutput { call_id: call[2].clone(), output: "{}".into() },
+                t0,
+            );
+            assert_eq!(types(&out), ["conversation.item.added", "conversation.item.done"]);
+        }
+    }
+
+    #[test]
+    fn a_tool_turn_cut_off_while_speaking_never_calls() {
+        let reply = fixtures::clip("agent_reply_2").unwrap();
+        let script = vec![ScriptedToolCall::new(0, "end_call", "{}").say_before(reply)];
+        let (mut s, _) = tool_session(script, None);
+        s.cfg = Arc::new(SimConfig { speed: 1.0, ..(*s.cfg).clone() });
+        let t0 = Instant::now();
+        s.handle_client_text(r#"{"type":"response.create"}"#, t0);
+        s.handle_timeout(t0);
+        drain(&mut s);
+        let loud: Vec<u8> = (0..1600).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let out = append(&mut s, &loud, t0);
+        let evs = events(&out);
+        let done = of_type(&evs, "response.done");
+        assert_eq!(done[0]["response"]["status"], "cancelled");
+        assert_eq!(done[0]["response"]["output"].as_array().unwrap().len(), 1, "the message only");
+        assert!(bridge_decodes(&evs).is_empty());
+        assert!(!logs(&out).iter().any(|k| matches!(k, SimEventKind::ToolCallSent(_))));
+    }
+
+    #[test]
+    fn function_call_outputs_are_validated_like_the_real_api() {
+        let (mut s, _) = tool_session(vec![ScriptedToolCall::new(0, "consult", r#"{"question":"q"}"#)], None);
+        let t0 = Instant::now();
+        let out = client(&mut s, &crate::core::realtime::ClientEvent::ResponseCreate, t0);
+        let call_id = bridge_decodes(&events(&out))[0][2].clone();
+        let create = |item: Value| {
+            json!({"type": "conversation.item.create", "event_id": "evt_7", "item": item}).to_string()
+        };
+        let cases = [
+            (
+                json!({"type": "function_call_output", "call_id": "call_nope", "output": "{}"}),
+                "invalid_value",
+                "item.call_id",
+            ),
+            (
+                json!({"type": "function_call_output", "call_id": call_id, "output": 3}),
+                "invalid_type",
+                "item.output",
+            ),
+            (
+                json!({"type": "function_call_output", "call_id": call_id}),
+                "missing_required_parameter",
+                "item.output",
+            ),
+            (
+                json!({"type": "function_call_output", "output": "{}"}),
+                "missing_required_parameter",
+                "item.call_id",
+            ),
+            (
+                json!({"type": "function_call", "call_id": "call_x", "arguments": "{}"}),
+                "missing_required_parameter",
+                "item.name",
+            ),
+        ];
+        for (item, code, param) in cases {
+            s.handle_client_text(&create(item.clone()), t0);
+            let out = drain(&mut s);
+            let evs = events(&out);
+            assert_eq!(evs.len(), 1, "{item}: {evs:?}");
+            assert_eq!(evs[0]["type"], "error");
+            assert_eq!(
+                (
+                    &evs[0]["error"]["type"],
+                    &evs[0]["error"]["code"],
+                    &evs[0]["error"]["param"],
+                    &evs[0]["error"]["event_id"]
+                ),
+                (&json!("invalid_request_error"), &json!(code), &json!(param), &json!("evt_7")),
+                "{item}"
+            );
+            assert!(!logs(&out).iter().any(|k| matches!(k, SimEventKind::ItemCreated { .. })), "{item}");
+            bridge_decodes(&evs);
+        }
+        // A call the client inserted itself can be answered too.
+        s.handle_client_text(
+            &create(json!({"type": "function_call", "call_id": "call_mine", "name": "f", "arguments": "{}"})),
+            t0,
+        );
+        s.handle_client_text(
+            &create(json!({"type": "function_call_output", "call_id": "call_mine", "output": "ok"})),
+            t0,
+        );
+        let out = drain(&mut s);
+        assert_eq!(
+            types(&out),
+            [
+                "conversation.item.added",
+                "conversation.item.done",
+                "conversation.item.added",
+                "conversation.item.done"
+            ]
+        );
+        let items: Vec<SimClientItem> = logs(&out)
+            .into_iter()
+            .filter_map(|k| if let SimEventKind::ItemCreated { item, .. } = k { Some(item) } else { None })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                SimClientItem::FunctionCall {
+                    call_id: "call_mine".into(),
+                    name: "f".into(),
+                    arguments: "{}".into()
+                },
+                SimClientItem::FunctionCallOutput { call_id: "call_mine".into(), output: "ok".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn caller_key_presses_are_logged_as_user_text() {
+        let (mut s, _) = tool_session(Vec::new(), None);
+        let text = "[caller pressed keys: 1 2 3 #]";
+        let out = client(
+            &mut s,
+            &crate::core::realtime::ClientEvent::UserText { text: text.into() },
+            Instant::now(),
+        );
+        let evs = events(&out);
+        assert_eq!(types(&out), ["conversation.item.added", "conversation.item.done"]);
+        assert_eq!(evs[0]["item"]["content"][0]["text"], text);
+        let item_id = evs[0]["item"]["id"].as_str().unwrap().to_owned();
+        assert!(logs(&out).contains(&SimEventKind::ItemCreated {
+            item_id,
+            item: SimClientItem::Message { role: "user".into(), text: text.into() },
+        }));
+    }
+
+    #[test]
+    fn out_of_band_filler_plays_beside_the_conversation() {
+        use crate::core::realtime::ClientEvent;
+        let filler = fixtures::agent_filler().unwrap();
+        let goodbye = fixtures::agent_goodbye().unwrap();
+        let script = vec![
+            ScriptedToolCall::new(0, "consult", r#"{"question":"q"}"#)
+                .then(AfterTool::ReplyClip(goodbye.clone())),
+            ScriptedToolCall::new(2, "end_call", "{}"),
+        ];
+        let (mut s, _) = tool_session(script, Some(filler.clone()));
+        let t0 = Instant::now();
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        let call_id = bridge_decodes(&events(&out))[0][2].clone();
+        // The tool runs; the bridge asks for a filler, exactly as it encodes it.
+        let oob = ClientEvent::ResponseCreateOutOfBand { instructions: "Say you are checking.".into() };
+        let out = client(&mut s, &oob, t0);
+        let evs = events(&out);
+        bridge_decodes(&evs);
+        let created = of_type(&evs, "response.created")[0];
+        assert_eq!(created["response"]["conversation_id"], Value::Null);
+        let oob_id = created["response"]["id"].as_str().unwrap().to_owned();
+        assert!(of_type(&evs, "conversation.item.added").is_empty(), "not in the conversation: {evs:?}");
+        assert!(of_type(&evs, "conversation.item.done").is_empty());
+        assert_eq!(audio_bytes(&evs), filler.ulaw.len());
+        let done = of_type(&evs, "response.done")[0];
+        assert_eq!(
+            (done["response"]["status"].as_str(), done["response"]["id"].as_str()),
+            (Some("completed"), Some(oob_id.as_str()))
+        );
+        assert_eq!(done["response"]["conversation_id"], Value::Null);
+        let started =
+            logs(&out).into_iter().find(|k| matches!(k, SimEventKind::ResponseStarted { .. })).unwrap();
+        assert!(
+            matches!(started, SimEventKind::ResponseStarted { out_of_band: true, ref clip, .. } if clip == "agent_filler")
+        );
+        // Its item is not in the conversation: a truncate of it fails like an unknown item.
+        let item_id = of_type(&evs, "response.output_audio.delta")[0]["item_id"].as_str().unwrap().to_owned();
+        let out =
+            client(&mut s, &ClientEvent::ItemTruncate { item_id, content_index: 0, audio_end_ms: 100 }, t0);
+        assert_eq!(events(&out)[0]["error"]["param"], "item_id");
+        // The pending call is untouched: its output still brings the goodbye, and the filler did
+        // not count as a response (the goodbye is response 1, so response 2 calls end_call).
+        client(&mut s, &ClientEvent::FunctionCallOutput { call_id, output: "{}".into() }, t0);
+        let evs = events(&client(&mut s, &ClientEvent::ResponseCreate, t0));
+        assert_eq!(audio_bytes(&evs), goodbye.ulaw.len());
+        let evs = events(&client(&mut s, &ClientEvent::ResponseCreate, t0));
+        assert_eq!(bridge_decodes(&evs)[0][3], "end_call");
+    }
+
+    #[test]
+    fn out_of_band_responses_run_in_parallel_and_survive_barge_in() {
+        use crate::core::realtime::ClientEvent;
+        let (mut s, _) = tool_session(Vec::new(), None);
+        s.cfg = Arc::new(SimConfig { speed: 1.0, ..(*s.cfg).clone() });
+        let t0 = Instant::now();
+        // In-band reply streaming, then a filler beside it: no conversation_already_has_active_response.
+        let out = client(&mut s, &ClientEvent::ResponseCreate, t0);
+        let main_id =
+            of_type(&events(&out), "response.created")[0]["response"]["id"].as_str().unwrap().to_owned();
+        let out =
+            client(&mut s, &ClientEvent::ResponseCreateOutOfBand { instructions: "hold on".into() }, t0);
+        let evs = events(&out);
+        assert!(of_type(&evs, "error").is_empty(), "{evs:?}");
+        let oob_id = of_type(&evs, "response.created")[0]["response"]["id"].as_str().unwrap().to_owned();
+        // Without a configured filler: the first 600 ms of the first reply.
+        assert!(logs(&out).iter().any(
+            |k| matches!(k, SimEventKind::ResponseStarted { clip, out_of_band: true, .. } if clip == "agent_reply_1")
+        ));
+        // Caller speech cancels the in-band response only.
+        let loud: Vec<u8> = (0..1600).map(|i| if i % 2 == 0 { 0x90 } else { 0x10 }).collect();
+        let evs = events(&append(&mut s, &loud, t0));
+        let done = of_type(&evs, "response.done");
+        assert_eq!(done.len(), 1, "{evs:?}");
+        assert_eq!(done[0]["response"]["id"], main_id.as_str());
+        // The filler plays on to its end: 600 ms of μ-law.
+        s.handle_timeout(t0 + Duration::from_secs(2));
+        let evs = events(&drain(&mut s));
+        let done = of_type(&evs, "response.done");
+        assert_eq!(done.len(), 1, "{evs:?}");
+        assert_eq!(
+            (done[0]["response"]["id"].as_str(), done[0]["response"]["status"].as_str()),
+            (Some(oob_id.as_str()), Some("completed"))
+        );
+        let filler_ms = done[0]["response"]["output"][0]["content"][0]["transcript"].as_str().unwrap();
+        assert_eq!(filler_ms, "Thanks");
+        assert!(s.poll_timeout().is_none());
+        // A filler can be cancelled by its id; a plain cancel does not reach it.
+        client(&mut s, &ClientEvent::ResponseCreateOutOfBand { instructions: "hold on".into() }, t0);
+        let out = client(&mut s, &ClientEvent::ResponseCancel { response_id: None }, t0);
+        assert_eq!(events(&out)[0]["error"]["code"], "response_cancel_not_active");
+        let oob_id = s.asides[0].id.clone();
+        let out = client(&mut s, &ClientEvent::ResponseCancel { response_id: Some(oob_id) }, t0);
+        let done = &events(&out)[..];
+        let done = of_type(done, "response.done");
+        assert_eq!(done[0]["response"]["status_details"]["reason"], "client_cancelled");
+        assert!(s.asides.is_empty());
+        // A bad `conversation` is refused.
+        s.handle_client_text(r#"{"type":"response.create","response":{"conversation":"conv_x"}}"#, t0);
+        let err = &events(&drain(&mut s))[0];
+        assert_eq!(
+            (err["error"]["code"].as_str(), err["error"]["param"].as_str()),
+            (Some("invalid_value"), Some("response.conversation"))
+        );
+    }
+
+    /// A tool turn (with speech before the call), the tool output, the reply after it, an
+    /// out-of-band filler, a user text item and a refused output go to
+    /// `target/server-events/sim-tools.jsonl` for the official SDK check
+    /// (`scripts/check-client-events.py --server target/server-events`).
+    #[test]
+    fn writes_tool_turn_server_events_for_the_python_check() {
+        use crate::core::realtime::ClientEvent;
+        let script = vec![
+            ScriptedToolCall::new(0, "lookup_order", ARGS)
+                .say_before(fixtures::clip("agent_reply_3").unwrap())
+                .then(AfterTool::ReplyClip(fixtures::agent_goodbye().unwrap())),
+        ];
+        let (mut s, mut out) = tool_session(script, Some(fixtures::agent_filler().unwrap()));
+        let t0 = Instant::now();
+        out.extend(vad_turn(&mut s, t0));
+        let call_id = bridge_decodes(&events(&out))[0][2].clone();
+        out.extend(client(
+            &mut s,
+            &ClientEvent::ResponseCreateOutOfBand { instructions: "one moment".into() },
+            t0,
+        ));
+        out.extend(client(
+            &mut s,
+            &ClientEvent::FunctionCallOutput { call_id: "call_unknown".into(), output: "{}".into() },
+            t0,
+        ));
+        out.extend(client(
+            &mut s,
+            &ClientEvent::FunctionCallOutput { call_id, output: r#"{"eta":"Friday"}"#.into() },
+            t0,
+        ));
+        out.extend(client(&mut s, &ClientEvent::ResponseCreate, t0));
+        out.extend(client(
+            &mut s,
+            &ClientEvent::UserText { text: "[caller pressed keys: 4 2 #]".into() },
+            t0,
+        ));
+        let evs = events(&out);
+        bridge_decodes(&evs);
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut jsonl = String::new();
+        for ev in &evs {
+            kinds.insert(ev["type"].as_str().unwrap().to_owned());
+            jsonl.push_str(&ev.to_string());
+            jsonl.push('\n');
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-events");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sim-tools.jsonl"), jsonl).unwrap();
+        for k in [
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "conversation.item.added",
+            "conversation.item.done",
+            "response.output_audio.delta",
+            "response.done",
+            "error",
+        ] {
+            assert!(kinds.contains(k), "{k} not exercised: {kinds:?}");
+        }
+        let items: Vec<&str> = of_type(&evs, "conversation.item.done")
+            .iter()
+            .map(|e| e["item"]["type"].as_str().unwrap())
+            .collect();
+        for t in ["message", "function_call", "function_call_output"] {
+            assert!(items.contains(&t), "{t} item not exercised: {items:?}");
         }
     }
 }
