@@ -82,7 +82,7 @@ enum Command {
     },
     /// Load-test a media-stream endpoint on this machine with many simulated provider calls
     /// (runs on its own runtime with --threads workers).
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let command = match cli.command.unwrap_or(Command::Serve) {
         // The harness builds its own runtime, sized by --threads.
-        Command::Bench(args) => return exit_code(bench::main(args)),
+        Command::Bench(args) => return exit_code(bench::main(*args)),
         command => command,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

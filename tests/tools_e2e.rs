@@ -100,7 +100,7 @@ async fn end_call_hangs_up_after_the_goodbye_has_played() {
     assert_eq!(report.close.as_ref().map(|c| c.0), Some(1000), "{:?}", report.close);
     let closed_at = report.log.iter().find(|e| matches!(e.kind, CallerEventKind::Closed { .. })).unwrap().at;
     let last_mark =
-        report.log.iter().filter(|e| matches!(e.kind, CallerEventKind::MarkEchoed { .. })).last().unwrap().at;
+        report.log.iter().rfind(|e| matches!(e.kind, CallerEventKind::MarkEchoed { .. })).unwrap().at;
     assert!(last_mark <= closed_at, "the last mark came back before the hang-up");
     // And the provider was told to hang up, with the documented request.
     assert!(rig.api.wait_for_requests(1, Duration::from_secs(5)).await);

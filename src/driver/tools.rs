@@ -124,9 +124,11 @@ impl ToolRuntime {
                     return ToolResult::Err("this call has no lead".into());
                 };
                 let update = LeadUpdate { call_sid: ctx.call_sid, lead_id, status, notes: text, fields };
-                match notes.map(|tx| tx.try_send(CallNote::Lead(update))) {
-                    Some(Ok(())) => ToolResult::Ok(r#"{"updated":true}"#.into()),
-                    _ => ToolResult::Err("the lead could not be updated right now".into()),
+                let sent = notes.is_some_and(|tx| tx.try_send(CallNote::Lead(update)).is_ok());
+                if sent {
+                    ToolResult::Ok(r#"{"updated":true}"#.into())
+                } else {
+                    ToolResult::Err("the lead could not be updated right now".into())
                 }
             }
             Some(BuiltinCall::Consult { question }) => match &self.consultant {
