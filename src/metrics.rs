@@ -58,6 +58,10 @@ pub const API_REFUSED_TOTAL: &str = "callbridge_api_refused_total";
 /// `rate_limited`, or a stream-token error such as `replayed`).
 pub const STREAMS_REFUSED_TOTAL: &str = "callbridge_streams_refused_total";
 
+/// Counter: Realtime sessions replaced mid-call, labelled `reason` (`closed`,
+/// `error_session_expired`, `session_cap`).
+pub const UPSTREAM_RECONNECTS_TOTAL: &str = "callbridge_upstream_reconnects_total";
+
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns the handle `/metrics` renders.
@@ -118,6 +122,7 @@ fn describe() {
     describe_counter!(SUMMARIES_TOTAL, "Post-call summaries, by result.");
     describe_counter!(API_REFUSED_TOTAL, "HTTP API requests refused, by reason.");
     describe_counter!(STREAMS_REFUSED_TOTAL, "Media streams refused for authentication, by reason.");
+    describe_counter!(UPSTREAM_RECONNECTS_TOTAL, "Realtime sessions replaced mid-call, by reason.");
 }
 
 /// Why a stream was refused (label of [`CALLS_REFUSED_TOTAL`]).
@@ -236,4 +241,9 @@ pub fn api_refused(reason: &'static str) {
 /// `reason` is a fixed label (see [`STREAMS_REFUSED_TOTAL`]).
 pub fn stream_refused(reason: &'static str) {
     counter!(STREAMS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// `reason` is a [`crate::core::call::LossReason::as_str`] label.
+pub fn upstream_reconnect(reason: &'static str) {
+    counter!(UPSTREAM_RECONNECTS_TOTAL, "reason" => reason).increment(1);
 }

@@ -338,9 +338,16 @@ fn marks_after_clear_are_ignored() {
     );
 }
 
+/// Resilience off: no reconnect, no apology (reconnects and the apology are covered by
+/// tests/call_resilience.rs).
+fn without_resilience(p: &mut callbridge::core::call::CallParams) {
+    p.reconnect.max_attempts = 0;
+    p.apology = None;
+}
+
 #[test]
 fn upstream_errors_fatal_and_recoverable() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(without_resilience);
     h.start_live(AudioFormat::PCMU_8K);
     let recoverable = ApiError {
         kind: "invalid_request_error".into(),
@@ -371,7 +378,7 @@ fn upstream_close_and_connect_failure_end_the_call() {
     h.call.handle_upstream_closed(h.now);
     assert_eq!(h.drain().last(), Some(&Output::End(EndReason::UpstreamConnectFailed)));
 
-    let mut h = Harness::new();
+    let mut h = Harness::with(without_resilience);
     h.start_live(AudioFormat::PCMU_8K);
     h.call.handle_upstream_closed(h.now);
     assert_eq!(h.drain().last(), Some(&Output::End(EndReason::UpstreamClosed)));

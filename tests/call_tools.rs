@@ -842,6 +842,9 @@ fn huge_configured_durations_mean_never_not_a_panic() {
         p.filler_delay = Some(Duration::MAX);
         p.action_playout_cap = Duration::MAX;
         p.dtmf_gap = Duration::MAX;
+        p.session_cap = Some(Duration::MAX);
+        p.recycle_quiet = Duration::MAX;
+        p.reconnect.attempt_timeout = Duration::MAX;
     });
     h.created("resp_1");
     h.say("resp_1", "item_a1", 100);

@@ -133,6 +133,19 @@ fn events() -> Vec<(&'static str, ClientEvent)> {
             },
         ),
         ("user text", ClientEvent::UserText { text: "Greet the caller and say \"hello\".".into() }),
+        ("assistant text", ClientEvent::AssistantText { text: "Your order ships on Friday.".into() }),
+        (
+            "system text",
+            ClientEvent::SystemText { text: "The line dropped; finish your last answer briefly.".into() },
+        ),
+        (
+            "function call",
+            ClientEvent::FunctionCall {
+                call_id: "call_QAQv5Yf0ahSWbGLk".into(),
+                name: "book_appointment".into(),
+                arguments: r#"{"when":"2025-09-01T09:00:00Z"}"#.into(),
+            },
+        ),
     ]
 }
 

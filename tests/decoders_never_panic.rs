@@ -593,7 +593,6 @@ fn open_findings_are_recognised() {
 /// (library/std/src/time.rs: "overflow when adding duration to instant"; the addition is in
 /// src/core/call/mod.rs, `Call::new`).
 #[test]
-#[ignore = "open finding F1 (docs/fuzzing.md): panics in src/core/call/mod.rs until fixed"]
 fn f1_huge_start_timeout() {
     harness::check_config(
         b"OPENAI_API_KEY=k\nTWILIO_VALIDATE_SIGNATURE=false\nSTART_TIMEOUT=18446744073709551615",
@@ -602,7 +601,6 @@ fn f1_huge_start_timeout() {
 
 /// F1 (open), the other deadline: `Call::on_start` adds `UPSTREAM_CONNECT_TIMEOUT`.
 #[test]
-#[ignore = "open finding F1 (docs/fuzzing.md): panics in src/core/call/mod.rs until fixed"]
 fn f1_huge_upstream_connect_timeout() {
     harness::check_config(
         b"OPENAI_API_KEY=k\nTWILIO_VALIDATE_SIGNATURE=false\nUPSTREAM_CONNECT_TIMEOUT=307445734561825860m",
@@ -612,14 +610,12 @@ fn f1_huge_upstream_connect_timeout() {
 /// F2 (open): "attempt to add with overflow" in `Call::on_media` (src/core/call/mod.rs,
 /// `m.timestamp_ms + dur`) for a media timestamp near `u64::MAX`.
 #[test]
-#[ignore = "open finding F2 (docs/fuzzing.md): panics in src/core/call/mod.rs until fixed"]
 fn f2_media_timestamp_near_u64_max() {
     harness::check_call(started_script(&[&format!("t{F2_MEDIA}")]).as_bytes());
 }
 
 /// F2's other addition: with a timestamp already seen, the late-media check adds too.
 #[test]
-#[ignore = "open finding F2 (docs/fuzzing.md): panics in src/core/call/mod.rs until fixed"]
 fn f2_media_timestamp_near_u64_max_after_media() {
     let media = F2_MEDIA.replace("18446744073709551615", "0");
     harness::check_call(started_script(&[&format!("t{media}"), &format!("t{F2_MEDIA}")]).as_bytes());

@@ -23,7 +23,8 @@ use crate::auth::StreamTokens;
 use crate::clients::realtime::{self as rt_client, ConnectError, RealtimeSocket};
 use crate::config::UpstreamConfig;
 use crate::core::call::{
-    Call, CallEvent, CallParams, EndReason, Output, ProviderOut, ToolRequest, ToolResult,
+    Call, CallEvent, CallParams, ConnectFailure, EndReason, Output, ProviderOut, ToolRequest, ToolResult,
+    UpstreamEvent,
 };
 use crate::core::realtime::{self, ClientEvent, RealtimeDecoder};
 use crate::core::telephony::{Dialect, ProviderCodec, ProviderCommand, ProviderEvent};
@@ -228,8 +229,6 @@ struct CallDriver<'s> {
     tool_tasks: JoinSet<Option<(String, ToolResult)>>,
     /// Tool tasks by `call_id`, to cancel on barge-in.
     tool_aborts: HashMap<String, AbortHandle>,
-    /// Per-call instructions and voice of an outbound call.
-    outbound: Option<(Option<String>, Option<String>)>,
     /// When the input being handled was read from its socket.
     input_at: Instant,
     /// The provider socket can still be read (false after its close, so a draining call
@@ -275,7 +274,6 @@ impl<'s> CallDriver<'s> {
             unauthorized: false,
             tool_tasks: JoinSet::new(),
             tool_aborts: HashMap::new(),
-            outbound: None,
             input_at: now,
             provider_open: true,
             frames_in: m::frames_in_counter(dialect.name()),
@@ -304,6 +302,9 @@ impl<'s> CallDriver<'s> {
                 // From reading the speech_started event to the clear being written.
                 m::barge_in(self.input_at.elapsed());
             }
+            while let Some(ev) = self.call.poll_upstream_event() {
+                self.on_upstream_event(ev);
+            }
             let deadline = self.call.poll_timeout();
             tokio::select! {
                 msg = self.provider.recv(), if self.provider_open => self.on_provider(msg, provider_name),
@@ -319,14 +320,17 @@ impl<'s> CallDriver<'s> {
                     let now = Instant::now();
                     match res {
                         Ok(socket) => {
-                            self.upstream = Some(socket);
+                            // A recycle is make-before-break: the old session served until now.
+                            if let Some(mut old) = self.upstream.replace(socket) {
+                                let _ = tokio::time::timeout(Duration::from_millis(200), old.close(None)).await;
+                            }
                             self.call.handle_upstream_connected(now);
                         }
                         Err(e) => {
                             warn!(error = %e, "Realtime connect failed");
                             m::upstream_error(e.kind());
                             self.record.end_detail = Some(e.to_string());
-                            self.call.handle_upstream_closed(now);
+                            self.call.handle_upstream_connect_failed(now, connect_failure(&e));
                         }
                     }
                 }
@@ -382,6 +386,7 @@ impl<'s> CallDriver<'s> {
                     let msg = tungstenite::Message::Text(self.text.as_str().into());
                     if timed(up.feed(msg)).await.is_err() {
                         m::upstream_error("write");
+                        self.upstream = None;
                         self.call.handle_upstream_closed(Instant::now());
                         continue;
                     }
@@ -429,6 +434,7 @@ impl<'s> CallDriver<'s> {
             if let Some(up) = self.upstream.as_mut() {
                 if timed(up.flush()).await.is_err() {
                     m::upstream_error("write");
+                    self.upstream = None;
                     self.call.handle_upstream_closed(Instant::now());
                 }
             }
@@ -579,6 +585,39 @@ impl<'s> CallDriver<'s> {
         }
     }
 
+    fn on_upstream_event(&mut self, ev: UpstreamEvent) {
+        let at = self.at_ms();
+        match &ev {
+            UpstreamEvent::Reconnecting { reason } => {
+                info!(reason = reason.as_str(), "Realtime session lost or recycled: reconnecting");
+                m::upstream_reconnect(reason.as_str());
+                self.record.push(at, "reconnecting", reason.as_str().to_owned());
+            }
+            UpstreamEvent::AttemptFailed { attempt, timed_out } => {
+                warn!(attempt, timed_out, "Realtime reconnect attempt failed");
+                self.record.push(at, "reconnect_failed", format!("attempt {attempt} timed_out={timed_out}"));
+            }
+            UpstreamEvent::Restored { reason, attempts, outage_ms, restored_items, replayed_ms } => {
+                info!(
+                    reason = reason.as_str(),
+                    attempts, outage_ms, restored_items, replayed_ms, "Realtime session restored"
+                );
+                self.record.push(
+                    at,
+                    "restored",
+                    format!(
+                        "{} after {attempts} attempt(s), {outage_ms} ms, {restored_items} items",
+                        reason.as_str()
+                    ),
+                );
+            }
+            UpstreamEvent::GaveUp { attempts } => {
+                warn!(attempts, "Realtime reconnect gave up; apologising and hanging up");
+                self.record.push(at, "reconnect_gave_up", format!("{attempts} attempts"));
+            }
+        }
+    }
+
     fn start_tool(&mut self, req: ToolRequest) {
         let call_id = req.call_id.clone();
         let (Some(rt), Some(call_sid)) = (self.shared.tools.clone(), self.record.call_sid.clone()) else {
@@ -684,7 +723,7 @@ impl<'s> CallDriver<'s> {
             if let Some(meta) = out.metadata {
                 params.insert("metadata".into(), meta);
             }
-            self.outbound = Some((out.instructions, out.voice));
+            self.call.set_session_overrides(out.instructions, out.voice);
         }
         Ok(())
     }
@@ -725,6 +764,19 @@ impl<'s> CallDriver<'s> {
             "call ended"
         );
         self.record
+    }
+}
+
+/// Handshake refusals that no retry fixes (key, permission, model) versus everything else.
+fn connect_failure(e: &ConnectError) -> ConnectFailure {
+    match e {
+        ConnectError::Handshake(tungstenite::Error::Http(resp))
+            if matches!(resp.status().as_u16(), 401 | 403 | 404) =>
+        {
+            ConnectFailure::Rejected
+        }
+        ConnectError::Request(_) => ConnectFailure::Rejected,
+        _ => ConnectFailure::Transient,
     }
 }
 

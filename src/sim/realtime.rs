@@ -227,6 +227,9 @@ pub enum SimFault {
     CloseOnFirstDelta,
     /// Answer the first `session.update` with an `invalid_api_key` error, then close with 1008.
     FatalErrorOnSessionUpdate,
+    /// Close the first connection (only) with 1011 after this many audio deltas of it: the
+    /// server dying mid-reply, with later connections (the bridge's reconnect) healthy.
+    CloseFirstConnectionAfterDeltas(u32),
 }
 
 /// One thing the simulator did or saw.
@@ -647,7 +650,13 @@ async fn serve(stream: TcpStream, n: u64, shared: Arc<Shared>, token: Cancellati
     };
     shared.upgraded.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = ws.split();
-    let mut session = Session::new(shared.cfg.clone(), model);
+    let cfg = match shared.cfg.fault {
+        Some(SimFault::CloseFirstConnectionAfterDeltas(_)) if n > 1 => {
+            Arc::new(SimConfig { fault: None, ..(*shared.cfg).clone() })
+        }
+        _ => shared.cfg.clone(),
+    };
+    let mut session = Session::new(cfg, model);
     let mut close: Option<(u16, String)> = None;
     loop {
         // Drain everything the session produced, then flush once.

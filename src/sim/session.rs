@@ -1161,7 +1161,12 @@ impl Session {
         if first {
             self.log(SimEventKind::FirstDelta { response_id: r.id.clone() });
         }
-        if self.cfg.fault == Some(SimFault::CloseOnFirstDelta) && self.deltas_sent == 1 {
+        let kill = match self.cfg.fault {
+            Some(SimFault::CloseOnFirstDelta) => self.deltas_sent == 1,
+            Some(SimFault::CloseFirstConnectionAfterDeltas(n)) => self.deltas_sent == u64::from(n),
+            _ => false,
+        };
+        if kill {
             return self.close(1011, "simulated server error");
         }
         if !text_delta.is_empty() {

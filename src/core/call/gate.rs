@@ -133,6 +133,19 @@ impl ResponseGate {
     pub fn is_aside(&self, response_id: &str) -> bool {
         self.asides.iter().any(|a| a == response_id)
     }
+
+    /// A response in the conversation (not a filler) is active or requested: the model is
+    /// answering, or about to.
+    pub fn answering(&self) -> bool {
+        self.active.iter().any(|a| !self.is_aside(a)) || self.requested.is_some_and(|r| !r.aside)
+    }
+
+    /// The session was replaced: its responses and requests are gone with it. What is owed
+    /// stays owed (it is for the conversation, which the next session continues).
+    pub fn new_session(&mut self) {
+        self.active.clear();
+        self.requested = None;
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +194,21 @@ mod tests {
         g.created("resp_vad");
         g.refused();
         assert_eq!(g.owed(), Some(&Owed { plain: true, after: vec![] }));
+    }
+
+    #[test]
+    fn a_new_session_forgets_responses_but_not_what_is_owed() {
+        let t0 = Instant::now();
+        let mut g = ResponseGate::default();
+        g.sent(t0, true);
+        g.created("resp_f");
+        assert!(g.busy() && !g.answering(), "a filler is not an answer");
+        g.sent(t0, false);
+        assert!(g.answering());
+        g.owe(Some("resp_1"));
+        g.new_session();
+        assert!(!g.busy() && !g.answering());
+        assert_eq!(g.owed(), Some(&Owed { plain: false, after: vec!["resp_1".into()] }));
     }
 
     #[test]

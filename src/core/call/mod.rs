@@ -6,7 +6,9 @@
 //! touches a socket, so tests drive it on a virtual clock.
 //!
 //! Phases: `AwaitingStart → Connecting → Live → Draining → Ended`; the end reason goes out
-//! once, as [`Output::End`].
+//! once, as [`Output::End`]. While live, the Realtime session can be replaced without ending the
+//! call (lost socket, session cap) or, when the model cannot be reached, the call apologizes and
+//! hangs up: see [`reconnect`].
 //!
 //! Tools the model calls and caller key presses are handled in [`tools`] and `dtmf.rs`; every
 //! `response.create` the call sends itself goes through `gate.rs` (one response at a time).
@@ -15,6 +17,7 @@ mod dtmf;
 mod gate;
 mod playback;
 mod pool;
+pub mod reconnect;
 pub mod tools;
 mod transcript;
 
@@ -30,6 +33,7 @@ use crate::core::telephony::{Media, ProviderEvent, StreamStart, Track};
 
 pub use playback::{MarkOutcome, Playback, Send};
 pub use pool::StringPool;
+pub use reconnect::{Apology, ConnectFailure, LossReason, ReconnectPolicy, UpstreamEvent};
 pub use tools::{BuiltinCall, CancelReason, RejectReason, ToolRequest, ToolResult, builtin_tools};
 pub use transcript::{Role, Transcript, Turn};
 
@@ -91,6 +95,27 @@ pub struct CallParams {
     /// Caller key presses are sent to the model as one message once no key came for this long
     /// (or at `#`); default 1.5 s.
     pub dtmf_gap: Duration,
+    /// How a lost Realtime session is reconnected mid-call ([`reconnect`]); defaults: 5
+    /// attempts, backoff 100 ms doubling to 2 s, 3 s per attempt, 8 s of caller audio held.
+    pub reconnect: ReconnectPolicy,
+    /// The Realtime API's maximum session length: a session is recycled (replaced at a quiet
+    /// moment, the conversation carried over) before it is reached. Default 60 min
+    /// ([`reconnect::OPENAI_SESSION_CAP`]); use [`reconnect::AZURE_SESSION_CAP`] (30 min) for
+    /// Azure (reference `openai-realtime.md` §1.5, §2). `None` never recycles.
+    pub session_cap: Option<Duration>,
+    /// How long before [`CallParams::session_cap`] recycling starts to wait for a quiet moment
+    /// (at most half the cap); a quarter of it before the cap it recycles even if the call is
+    /// busy. Default 2 min.
+    pub recycle_window: Duration,
+    /// Agent and caller both quiet (no agent audio playing or owed, caller not speaking) for
+    /// this long makes a quiet moment to recycle at; default 600 ms.
+    pub recycle_quiet: Duration,
+    /// Played before hanging up when the model cannot be reached; default the built-in
+    /// [`Apology::BUILTIN`]. `None` hangs up at once.
+    pub apology: Option<Apology>,
+    /// The apology's last mark may come back this long after the clip's length before the
+    /// call hangs up anyway; default 1.5 s.
+    pub apology_grace: Duration,
 }
 
 impl CallParams {
@@ -112,6 +137,12 @@ impl CallParams {
             filler_instructions: DEFAULT_FILLER_INSTRUCTIONS.to_owned(),
             action_playout_cap: DEFAULT_ACTION_PLAYOUT_CAP,
             dtmf_gap: DEFAULT_DTMF_GAP,
+            reconnect: ReconnectPolicy::default(),
+            session_cap: Some(reconnect::OPENAI_SESSION_CAP),
+            recycle_window: reconnect::DEFAULT_RECYCLE_WINDOW,
+            recycle_quiet: reconnect::DEFAULT_RECYCLE_QUIET,
+            apology: Some(Apology::BUILTIN),
+            apology_grace: reconnect::DEFAULT_APOLOGY_GRACE,
         }
     }
 }
@@ -175,7 +206,8 @@ pub enum DropReason {
     LateMedia,
     /// Media that arrived before `start`.
     MediaBeforeStart,
-    /// Caller audio held during connect beyond `max_pending_ms`.
+    /// Caller audio held during connect beyond `max_pending_ms`, or older than
+    /// [`ReconnectPolicy::hold_ms`] when a new session takes over (counted in 20 ms frames).
     PendingOverflow,
     /// Agent audio beyond `max_buffered_ms`.
     OutboundOverflow,
@@ -371,8 +403,11 @@ pub enum Output {
     Provider(ProviderOut),
     /// Write this client event to the Realtime socket.
     Realtime(ClientEvent),
-    /// Open the Realtime socket, then call [`Call::handle_upstream_connected`] (or
-    /// [`Call::handle_upstream_closed`] on failure).
+    /// Open a Realtime socket, then call [`Call::handle_upstream_connected`], or on failure
+    /// [`Call::handle_upstream_connect_failed`] ([`Call::handle_upstream_closed`] works too, less
+    /// precisely). While a session is up (a recycle) the old socket keeps being served until the
+    /// new one is installed; installing it replaces (closes) the old one. A new
+    /// `ConnectUpstream` while one is still in flight replaces that attempt.
     ConnectUpstream,
     /// Log, count or record this; nothing to write.
     Event(CallEvent),
@@ -385,7 +420,8 @@ pub enum Output {
         call_id: String,
     },
     /// Hang the call up through the provider's REST API (`Status=completed`). The agent's audio
-    /// has played out; [`Output::End`] with [`EndReason::AgentHangup`] follows.
+    /// (or the apology, when the model could not be reached) has played out; [`Output::End`]
+    /// follows with [`EndReason::AgentHangup`] (or the upstream reason).
     HangUp,
     /// Transfer the call: redirect it through the provider's REST API to `<Dial>` the target
     /// (which ends this stream with `stop`). On failure, report it with
@@ -412,7 +448,7 @@ pub enum Output {
 enum Phase {
     AwaitingStart { deadline: Instant },
     Connecting { bridge: Box<Bridge>, deadline: Instant, pending: VecDeque<String>, pending_ms: u64 },
-    Live { bridge: Box<Bridge> },
+    Live { bridge: Box<Bridge>, link: reconnect::Link },
     Draining { bridge: Box<Bridge>, deadline: Instant, reason: EndReason },
     Ended,
 }
@@ -443,8 +479,20 @@ struct Bridge {
     dtmf: dtmf::DtmfBatch,
     /// Between the caller's `speech_started` and `speech_stopped`.
     caller_speaking: bool,
-    /// Since when the agent's audio has played out (see `tools.rs`), for fillers.
+    /// Since when the agent's audio has played out (see `tools.rs`), for fillers and recycling.
     idle_since: Option<Instant>,
+    /// The caller's recent audio, for a new session ([`reconnect`]).
+    history: reconnect::CallerHistory,
+    /// History position where the caller's latest turn began (a little before the speech start
+    /// its `speech_started` reports).
+    turn_from: Option<u64>,
+    /// History position of the first caller audio the current session was sent (its input
+    /// audio's 0 ms, which `speech_started.audio_start_ms` counts from).
+    session_base: u64,
+    /// The caller's latest turn (item of the last `speech_started`).
+    caller_item: Option<String>,
+    /// Playback items before this index came from an earlier session (never truncated).
+    old_items: usize,
 }
 
 /// One call.
@@ -457,6 +505,10 @@ pub struct Call {
     transcript: Transcript,
     usage: Usage,
     pool: StringPool,
+    /// Link changes for [`Call::poll_upstream_event`].
+    upstream_events: VecDeque<UpstreamEvent>,
+    /// Sessions replaced so far.
+    reconnects: u32,
 }
 
 const CANCELLED_KEPT: usize = 8;
@@ -464,7 +516,7 @@ const CANCELLED_KEPT: usize = 8;
 impl Call {
     /// A new call whose provider socket just opened at `now`.
     pub fn new(now: Instant, params: CallParams) -> Self {
-        let deadline = now + params.start_timeout;
+        let deadline = later(now, params.start_timeout);
         Self {
             params,
             created: now,
@@ -473,6 +525,8 @@ impl Call {
             transcript: Transcript::default(),
             usage: Usage::default(),
             pool: StringPool::default(),
+            upstream_events: VecDeque::new(),
+            reconnects: 0,
         }
     }
 
@@ -498,6 +552,29 @@ impl Call {
         }
     }
 
+    /// Per-call session changes (an outbound call's own instructions or voice). They apply to
+    /// the `session.update` sent when the upstream connects, so call this before that (on the
+    /// `Started` event); later calls change nothing already sent.
+    pub fn set_session_overrides(&mut self, instructions: Option<String>, voice: Option<String>) {
+        if let Some(i) = instructions {
+            self.params.session.instructions = i;
+        }
+        if let Some(v) = voice {
+            self.params.session.voice = v;
+        }
+    }
+
+    /// State of the Realtime link for logs: `up`, `reconnecting`, `apologizing` (live), else
+    /// `none`.
+    pub fn upstream_state(&self) -> &'static str {
+        match &self.phase {
+            Phase::Live { link: reconnect::Link::Up { .. }, .. } => "up",
+            Phase::Live { link: reconnect::Link::Down(_), .. } => "reconnecting",
+            Phase::Live { link: reconnect::Link::Failing { .. }, .. } => "apologizing",
+            _ => "none",
+        }
+    }
+
     /// All turns so far, ordered by speech start.
     pub fn transcript(&self) -> Vec<Turn> {
         self.transcript.turns()
@@ -514,13 +591,10 @@ impl Call {
     }
 
     /// When [`Call::handle_timeout`] must be called next, if ever: the phase's deadline, or
-    /// (while live) a tool timeout, a filler, a key-press batch or a call action cap.
+    /// (while live) a tool timeout, a filler, a key-press batch, a call action cap, a reconnect
+    /// backoff or attempt, a session recycle, or the end of the apology.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let phase = self.phase_deadline();
-        match (phase, self.tools_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.phase_deadline(), self.tools_deadline(), self.link_deadline()].into_iter().flatten().min()
     }
 
     fn phase_deadline(&self) -> Option<Instant> {
@@ -534,9 +608,9 @@ impl Call {
 
     fn bridge(&self) -> Option<&Bridge> {
         match &self.phase {
-            Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
-                Some(bridge)
-            }
+            Phase::Connecting { bridge, .. }
+            | Phase::Live { bridge, .. }
+            | Phase::Draining { bridge, .. } => Some(bridge),
             Phase::AwaitingStart { .. } | Phase::Ended => None,
         }
     }
@@ -584,7 +658,9 @@ impl Call {
     fn on_dtmf(&mut self, now: Instant, digit: char) {
         let gap = self.params.dtmf_gap;
         match &mut self.phase {
-            Phase::Connecting { bridge, .. } | Phase::Live { bridge } => bridge.dtmf.push(digit, now, gap),
+            Phase::Connecting { bridge, .. } | Phase::Live { bridge, .. } => {
+                bridge.dtmf.push(digit, now, gap)
+            }
             Phase::Draining { .. } => {}
             Phase::AwaitingStart { .. } | Phase::Ended => return,
         }
@@ -636,8 +712,13 @@ impl Call {
             dtmf: dtmf::DtmfBatch::default(),
             caller_speaking: false,
             idle_since: None,
+            history: reconnect::CallerHistory::new(provider_format, p.reconnect.hold_ms),
+            turn_from: None,
+            session_base: 0,
+            caller_item: None,
+            old_items: 0,
         });
-        let deadline = now + self.params.upstream_connect_timeout;
+        let deadline = later(now, self.params.upstream_connect_timeout);
         self.phase = Phase::Connecting { bridge, deadline, pending: VecDeque::new(), pending_ms: 0 };
         self.out.push_back(Output::ConnectUpstream);
     }
@@ -649,9 +730,18 @@ impl Call {
         let max_gap = u64::from(self.params.max_gap_fill_ms);
         let max_pending = u64::from(self.params.max_pending_ms);
         let Self { phase, out, pool, .. } = self;
-        let (bridge, mut pending) = match phase {
-            Phase::Live { bridge } | Phase::Draining { bridge, .. } => (bridge, None),
-            Phase::Connecting { bridge, pending, pending_ms, .. } => (bridge, Some((pending, pending_ms))),
+        // `held`: no session is there (reconnecting); the audio only goes into the history,
+        // from which the next session gets it.
+        let (bridge, mut pending, held) = match phase {
+            Phase::Live { bridge, link: reconnect::Link::Up { .. } } | Phase::Draining { bridge, .. } => {
+                (bridge, None, false)
+            }
+            Phase::Live { bridge, link: reconnect::Link::Down(_) } => (bridge, None, true),
+            // The call is hanging up: nobody listens.
+            Phase::Live { link: reconnect::Link::Failing { .. }, .. } => return,
+            Phase::Connecting { bridge, pending, pending_ms, .. } => {
+                (bridge, Some((pending, pending_ms)), false)
+            }
             Phase::AwaitingStart { .. } => {
                 self.dropped(DropReason::MediaBeforeStart, 1);
                 return;
@@ -669,18 +759,28 @@ impl Call {
         };
         let mut gap_filled = None;
         if let Some(expected) = bridge.next_ts {
-            if m.timestamp_ms + dur <= expected {
+            if m.timestamp_ms.saturating_add(dur) <= expected {
                 out.push_back(Output::Event(CallEvent::Dropped { reason: DropReason::LateMedia, count: 1 }));
                 return;
             }
             if m.timestamp_ms > expected {
                 let gap = (m.timestamp_ms - expected).min(max_gap);
                 let silence = vec![fmt.silence_byte(); fmt.bytes_for_ms(gap as u32)];
-                deliver(bridge.model_b64(&silence, pool), gap, out);
+                bridge.history.push(&silence);
+                if !held {
+                    deliver(bridge.model_b64(&silence, pool), gap, out);
+                }
                 gap_filled = Some(gap);
             }
         }
-        bridge.next_ts = Some(bridge.next_ts.unwrap_or(0).max(m.timestamp_ms + dur));
+        bridge.next_ts = Some(bridge.next_ts.unwrap_or(0).max(m.timestamp_ms.saturating_add(dur)));
+        bridge.history.push(m.audio);
+        if held {
+            if let Some(ms) = gap_filled {
+                out.push_back(Output::Event(CallEvent::GapFilled { ms }));
+            }
+            return;
+        }
         let audio_b64 = match bridge.transcoder {
             // Passthrough: the provider's base64 goes to the model untouched.
             None => {
@@ -728,6 +828,9 @@ impl Call {
                 }
                 self.pump(now);
                 self.emit_final_turns();
+                if self.apology_played(&finished) {
+                    self.finish_apology(now);
+                }
             }
             MarkOutcome::Stale => self.dropped(DropReason::StaleMark, 1),
             MarkOutcome::Unknown => self.dropped(DropReason::UnknownMark, 1),
@@ -736,10 +839,17 @@ impl Call {
 
     // ---------------------------------------------------------------- inputs: upstream
 
-    /// The Realtime socket is open: configure the session and flush held caller audio.
+    /// A Realtime socket is open: configure the session and flush held caller audio. While
+    /// live (a reconnect or a recycle), configure the new session and restore the conversation
+    /// ([`reconnect`]).
     pub fn handle_upstream_connected(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Live { .. }) {
+            self.restore(now);
+            self.service(now);
+            return;
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
-        let Phase::Connecting { bridge, pending, .. } = phase else {
+        let Phase::Connecting { mut bridge, pending, pending_ms, .. } = phase else {
             self.phase = phase;
             return;
         };
@@ -752,27 +862,51 @@ impl Call {
         for audio_b64 in pending {
             self.out.push_back(Output::Realtime(ClientEvent::InputAudioAppend { audio_b64 }));
         }
-        self.phase = Phase::Live { bridge };
+        let held = bridge.provider_format.bytes_for_ms(u32::try_from(pending_ms).unwrap_or(u32::MAX)) as u64;
+        bridge.session_base = bridge.history.end().saturating_sub(held);
+        self.phase = Phase::Live { bridge, link: reconnect::Link::up(now) };
         self.event(CallEvent::UpstreamReady);
         // Key presses that came while connecting.
         self.service(now);
     }
 
-    /// The Realtime socket closed or could not be opened.
+    /// The Realtime socket closed (or, from a shell that does not tell them apart, a connect
+    /// attempt failed). Before the first session it ends the call; while live the session is
+    /// replaced ([`reconnect`]) and the call goes on: the socket in place was lost, or the
+    /// reconnect attempt in flight failed. The first close after a session was given up because
+    /// of an `error` is that socket's own, and a close while waiting to retry is ignored.
     pub fn handle_upstream_closed(&mut self, now: Instant) {
+        use reconnect::Link;
         let reason = match &self.phase {
             Phase::Connecting { .. } => EndReason::UpstreamConnectFailed,
             Phase::Draining { reason, .. } => reason.clone(),
-            _ => EndReason::UpstreamClosed,
+            Phase::Live { link: Link::Up { .. }, .. } => {
+                self.upstream_lost(now, LossReason::Closed);
+                self.service(now);
+                return;
+            }
+            Phase::Live { link: Link::Down(_), .. } => {
+                self.closed_while_down(now);
+                self.service(now);
+                return;
+            }
+            Phase::Live { link: Link::Failing { .. }, .. } => return,
+            Phase::AwaitingStart { .. } | Phase::Ended => EndReason::UpstreamClosed,
         };
         self.end(now, reason);
     }
 
-    /// A decoded Realtime server event.
+    /// A decoded Realtime server event. Ignored while the session is being replaced or the call
+    /// is giving up (it can only come from a socket already given up).
     pub fn handle_realtime(&mut self, now: Instant, ev: ServerEvent<'_>) {
+        if matches!(&self.phase, Phase::Live { link, .. } if !link.is_up()) {
+            return;
+        }
         let at = self.ms_since_start(now);
         match ev {
-            ServerEvent::SpeechStarted { item_id, .. } => self.on_speech_started(now, &item_id),
+            ServerEvent::SpeechStarted { item_id, audio_start_ms } => {
+                self.on_speech_started(now, &item_id, audio_start_ms)
+            }
             ServerEvent::SpeechStopped { item_id, .. } => {
                 self.note_caller_speaking(false);
                 self.transcript.caller_stopped(&item_id, at);
@@ -854,9 +988,17 @@ impl Call {
                         b.gate.refused();
                     }
                 }
+                let retryable = error.is_retryable();
                 self.event(CallEvent::UpstreamError { error, fatal });
-                if fatal {
-                    self.end(now, EndReason::UpstreamError { code });
+                match (fatal, &self.phase) {
+                    (false, _) => {}
+                    // A new session gets past it (the session expired): reconnect.
+                    (true, Phase::Live { .. }) if retryable => {
+                        self.upstream_lost(now, LossReason::SessionExpired)
+                    }
+                    // Key, account, model or configuration: no session will work. Apologize.
+                    (true, Phase::Live { .. }) => self.give_up(now, EndReason::UpstreamError { code }),
+                    (true, _) => self.end(now, EndReason::UpstreamError { code }),
                 }
             }
             ServerEvent::FunctionCallArgumentsDone { response_id, call_id, name, arguments, .. } => {
@@ -873,20 +1015,28 @@ impl Call {
 
     fn bridge_mut(&mut self) -> Option<&mut Bridge> {
         match &mut self.phase {
-            Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
-                Some(bridge)
-            }
+            Phase::Connecting { bridge, .. }
+            | Phase::Live { bridge, .. }
+            | Phase::Draining { bridge, .. } => Some(bridge),
             Phase::AwaitingStart { .. } | Phase::Ended => None,
         }
     }
 
-    fn on_speech_started(&mut self, now: Instant, item_id: &str) {
+    /// `audio_start_ms`: where the speech starts in this session's input audio (the event's).
+    fn on_speech_started(&mut self, now: Instant, item_id: &str, audio_start_ms: u64) {
         let at = self.ms_since_start(now);
         self.transcript.caller_started(item_id, at);
         self.event(CallEvent::SpeechStarted { item_id: item_id.to_owned() });
         self.note_caller_speaking(true);
         let Some(b) = self.bridge_mut() else { return };
         b.awaiting_first_audio = None;
+        // Where a new session would have to start hearing this turn again.
+        let fmt = b.provider_format;
+        let offset = fmt.bytes_for_ms(u32::try_from(audio_start_ms).unwrap_or(u32::MAX)) as u64;
+        let start = b.session_base.saturating_add(offset).min(b.history.end());
+        let lead = fmt.bytes_for_ms(reconnect::REPLAY_LEAD_MS) as u64;
+        b.turn_from = Some(start.saturating_sub(lead));
+        b.caller_item = Some(item_id.to_owned());
         let playing = b.playback.is_playing() || b.playback.items.iter().any(|it| !it.finished);
         let cancelled_response = b.active_response.take();
         if !playing && cancelled_response.is_none() {
@@ -904,8 +1054,9 @@ impl Call {
                 if !interrupted.contains(&it.response_id) {
                     interrupted.push(it.response_id.clone());
                 }
-                if b.gate.is_aside(&it.response_id) {
+                if b.gate.is_aside(&it.response_id) || i < b.old_items {
                     // A filler is out-of-band: its item is not in the conversation to truncate.
+                    // An earlier session's item is not in this session's conversation either.
                     continue;
                 }
                 out.push(Output::Realtime(ClientEvent::ItemTruncate {
@@ -983,7 +1134,7 @@ impl Call {
 
     fn pump_inner(&mut self, now: Instant, mark_after: bool) {
         let at = self.ms_since_start(now);
-        let Phase::Live { bridge: b } = &mut self.phase else { return };
+        let Phase::Live { bridge: b, .. } = &mut self.phase else { return };
         let mut sends = std::mem::take(&mut b.sends);
         b.playback.pump(&mut sends, &mut self.pool);
         if mark_after {
@@ -1036,6 +1187,14 @@ impl Call {
         self.end(now, reason);
     }
 
+    /// Runs whatever is due while live: tools, key presses, owed responses, fillers
+    /// (`tools.rs`), then reconnect and recycle timers ([`reconnect`]). Called after every
+    /// input that can change them.
+    fn service(&mut self, now: Instant) {
+        self.service_tools(now);
+        self.service_link(now);
+    }
+
     /// The server is shutting down and the drain time is over: end now.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.end(now, EndReason::Shutdown);
@@ -1053,9 +1212,11 @@ impl Call {
         self.cancel_all_tools(now);
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         match phase {
-            Phase::Live { mut bridge } if self.transcript.pending_caller_text() > 0 => {
+            Phase::Live { mut bridge, link: reconnect::Link::Up { .. } }
+                if self.transcript.pending_caller_text() > 0 =>
+            {
                 bridge.playback.clear();
-                let deadline = now + self.params.transcript_linger;
+                let deadline = later(now, self.params.transcript_linger);
                 self.phase = Phase::Draining { bridge, deadline, reason };
             }
             Phase::Draining { .. } => self.phase = phase,
@@ -1091,18 +1252,29 @@ impl Bridge {
     /// Converts provider-format audio to the model's format and base64-encodes it into a
     /// string from `pool`.
     fn model_b64(&mut self, provider_audio: &[u8], pool: &mut StringPool) -> String {
-        let engine = &base64::engine::general_purpose::STANDARD;
-        let mut out = pool.take();
-        match self.transcoder.as_mut() {
-            None => engine.encode_string(provider_audio, &mut out),
-            Some(t) => {
-                self.scratch.clear();
-                t.to_model(provider_audio, &mut self.scratch);
-                engine.encode_string(&self.scratch, &mut out);
-            }
-        }
-        out
+        encode_for_model(&mut self.transcoder, &mut self.scratch, provider_audio, pool)
     }
+}
+
+/// Provider-format audio in the model's format (through `transcoder`, with `scratch`),
+/// base64-encoded into a string from `pool`.
+fn encode_for_model(
+    transcoder: &mut Option<Transcoder>,
+    scratch: &mut Vec<u8>,
+    provider_audio: &[u8],
+    pool: &mut StringPool,
+) -> String {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let mut out = pool.take();
+    match transcoder.as_mut() {
+        None => engine.encode_string(provider_audio, &mut out),
+        Some(t) => {
+            scratch.clear();
+            t.to_model(provider_audio, scratch);
+            engine.encode_string(&scratch, &mut out);
+        }
+    }
+    out
 }
 
 /// `t + d`, or a century later when that overflows: a huge configured duration must mean

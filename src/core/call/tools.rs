@@ -56,6 +56,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::reconnect::Link;
 use super::{Bridge, Call, CallEvent, DropReason, EndReason, Output, Phase, later};
 use crate::core::realtime::{ClientEvent, FunctionTool};
 
@@ -445,6 +446,8 @@ enum State {
 struct Entry {
     call_id: String,
     name: String,
+    /// The arguments as the model wrote them, to restore a running call into a new session.
+    arguments: String,
     response_id: String,
     started: Instant,
     state: State,
@@ -477,7 +480,7 @@ impl Tools {
         }
     }
 
-    fn running(&self) -> usize {
+    pub(super) fn running(&self) -> usize {
         self.entries.iter().filter(|e| matches!(e.state, State::Running { .. })).count()
     }
 
@@ -495,6 +498,25 @@ impl Tools {
             State::Transferring => true,
             State::Running { .. } | State::Closed => false,
         })
+    }
+
+    /// No tool is running or waiting to act (nothing would be lost by switching sessions).
+    pub(super) fn idle(&self) -> bool {
+        self.entries.iter().all(|e| matches!(e.state, State::Closed))
+    }
+
+    /// The running calls as `function_call` items, oldest first, so a new session knows the
+    /// calls their outputs will answer.
+    pub(super) fn running_calls(&self) -> Vec<ClientEvent> {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.state, State::Running { .. }))
+            .map(|e| ClientEvent::FunctionCall {
+                call_id: e.call_id.clone(),
+                name: e.name.clone(),
+                arguments: if e.arguments.trim().is_empty() { "{}".to_owned() } else { e.arguments.clone() },
+            })
+            .collect()
     }
 
     /// [`Output::Transfer`] went out and no failure was reported.
@@ -554,7 +576,7 @@ impl Call {
             return;
         }
         let Self { phase, out, params, .. } = self;
-        let Phase::Live { bridge: b } = phase else {
+        let Phase::Live { bridge: b, link } = phase else {
             out.push_back(Output::Event(CallEvent::Dropped {
                 reason: DropReason::StaleToolResult,
                 count: 1,
@@ -575,13 +597,13 @@ impl Call {
             (State::Running { .. }, ToolResult::Ok(output)) => {
                 e.state = State::Closed;
                 out.push_back(finished(e, true, ms));
-                out.push_back(answer(call_id, output));
+                link.send(out, reply(call_id, output));
                 b.gate.owe(Some(&e.response_id));
             }
             (State::Running { .. } | State::Transferring, ToolResult::Err(message)) => {
                 e.state = State::Closed;
                 out.push_back(finished(e, false, ms));
-                out.push_back(answer(call_id, error_output(&message)));
+                link.send(out, reply(call_id, error_output(&message)));
                 b.gate.owe(Some(&e.response_id));
             }
             (State::Running { .. }, ToolResult::HangUp) => {
@@ -597,7 +619,7 @@ impl Call {
                 Err(message) => {
                     e.state = State::Closed;
                     out.push_back(finished(e, false, ms));
-                    out.push_back(answer(call_id, error_output(&message)));
+                    link.send(out, reply(call_id, error_output(&message)));
                     b.gate.owe(Some(&e.response_id));
                 }
             },
@@ -609,7 +631,7 @@ impl Call {
                 Err(message) => {
                     e.state = State::Closed;
                     out.push_back(finished(e, false, ms));
-                    out.push_back(answer(call_id, error_output(&message)));
+                    link.send(out, reply(call_id, error_output(&message)));
                     b.gate.owe(Some(&e.response_id));
                 }
             },
@@ -635,7 +657,7 @@ impl Call {
         arguments: &str,
     ) {
         let Self { phase, out, params, .. } = self;
-        let Phase::Live { bridge: b } = phase else { return };
+        let Phase::Live { bridge: b, link: Link::Up { .. } } = phase else { return };
         if b.tools.get(call_id).is_some() {
             out.push_back(Output::Event(CallEvent::Dropped {
                 reason: DropReason::DuplicateToolCall,
@@ -647,6 +669,7 @@ impl Call {
         let entry = |state| Entry {
             call_id: call_id.to_owned(),
             name: name.clone(),
+            arguments: arguments.to_owned(),
             response_id: response_id.to_owned(),
             started: now,
             state,
@@ -705,7 +728,7 @@ impl Call {
             return;
         }
         let Self { phase, out, .. } = self;
-        let Phase::Live { bridge: b } = phase else { return };
+        let Phase::Live { bridge: b, link: Link::Up { .. } } = phase else { return };
         for e in b.tools.entries.iter_mut().filter(|e| interrupted.contains(&e.response_id)) {
             let running = match e.state {
                 State::Running { .. } => true,
@@ -726,9 +749,9 @@ impl Call {
     pub(super) fn cancel_all_tools(&mut self, now: Instant) {
         let Self { phase, out, .. } = self;
         let b = match phase {
-            Phase::Connecting { bridge, .. } | Phase::Live { bridge } | Phase::Draining { bridge, .. } => {
-                bridge
-            }
+            Phase::Connecting { bridge, .. }
+            | Phase::Live { bridge, .. }
+            | Phase::Draining { bridge, .. } => bridge,
             Phase::AwaitingStart { .. } | Phase::Ended => return,
         };
         b.dtmf.clear();
@@ -760,7 +783,7 @@ impl Call {
     }
 
     /// Turn detection makes the server start a response when the caller stops talking.
-    fn server_creates_responses(&self) -> bool {
+    pub(super) fn server_creates_responses(&self) -> bool {
         use crate::core::realtime::TurnDetection;
         match &self.params.session.turn_detection {
             TurnDetection::ServerVad { create_response, .. }
@@ -770,10 +793,18 @@ impl Call {
     }
 
     /// Runs whatever is due: tool timeouts, key-press batches, call actions after playout,
-    /// owed `response.create`, fillers. Called after every input that can change them.
-    pub(super) fn service(&mut self, now: Instant) {
+    /// owed `response.create`, fillers (part of [`Call::service`]).
+    ///
+    /// While the session is being replaced, timeouts and call actions still run (answers for
+    /// the model wait for the next session), but key presses stay batched and nothing asks for
+    /// a response. Once the call is giving up, nothing runs.
+    pub(super) fn service_tools(&mut self, now: Instant) {
         let Self { phase, out, params, .. } = self;
-        let Phase::Live { bridge: b } = phase else { return };
+        let Phase::Live { bridge: b, link } = phase else { return };
+        if matches!(link, Link::Failing { .. }) {
+            return;
+        }
+        let up = link.is_up();
         b.gate.expire(now);
         for e in b.tools.entries.iter_mut() {
             if let State::Running { timeout_at, .. } = e.state {
@@ -781,14 +812,16 @@ impl Call {
                     e.state = State::Closed;
                     out.push_back(Output::CancelTool { call_id: e.call_id.clone() });
                     out.push_back(cancelled(e, CancelReason::TimedOut, now));
-                    out.push_back(answer(&e.call_id, error_output("timed out")));
+                    link.send(out, reply(&e.call_id, error_output("timed out")));
                     b.gate.owe(Some(&e.response_id));
                 }
             }
         }
-        if let Some((text, _keys)) = b.dtmf.take_due(now) {
-            out.push_back(Output::Realtime(ClientEvent::UserText { text }));
-            b.gate.owe(None);
+        if up {
+            if let Some((text, _keys)) = b.dtmf.take_due(now) {
+                out.push_back(Output::Realtime(ClientEvent::UserText { text }));
+                b.gate.owe(None);
+            }
         }
         let idle = played_out(b);
         match (idle, b.idle_since) {
@@ -819,7 +852,7 @@ impl Call {
                     out.push_back(finished(e, true, ms));
                     out.push_back(Output::SendDtmf { digits: digits.clone() });
                     out.push_back(Output::Event(CallEvent::DtmfSent { digits: digits.clone() }));
-                    out.push_back(answer(&e.call_id, json!({ "sent": digits }).to_string()));
+                    link.send(out, reply(&e.call_id, json!({ "sent": digits }).to_string()));
                     b.gate.owe(Some(&e.response_id));
                 }
             }
@@ -828,7 +861,7 @@ impl Call {
             self.begin_end(now, EndReason::AgentHangup);
             return;
         }
-        if b.tools.leaving() {
+        if b.tools.leaving() || !up {
             return;
         }
         if let Some(owed) = b.gate.owed() {
@@ -863,11 +896,19 @@ impl Call {
     /// this is [`Call::poll_timeout`]). Mirrors the conditions in `service`, so a returned time
     /// is always acted on and the shell never spins.
     pub(super) fn tools_deadline(&self) -> Option<Instant> {
-        let Phase::Live { bridge: b } = &self.phase else { return None };
-        let mut at = [b.gate.deadline(), b.tools.next_timeout(), b.dtmf.deadline(), None, None];
+        let Phase::Live { bridge: b, link } = &self.phase else { return None };
+        if matches!(link, Link::Failing { .. }) {
+            return None;
+        }
+        let up = link.is_up();
+        let mut at = [None, b.tools.next_timeout(), None, None, None];
         at[3] = b.tools.next_action().map(|(_, deadline)| deadline);
-        if let (Some(delay), Some(since), false, false) =
-            (self.params.filler_delay, b.idle_since, b.gate.busy(), b.tools.leaving())
+        if up {
+            at[0] = b.gate.deadline();
+            at[2] = b.dtmf.deadline();
+        }
+        if let (Some(delay), Some(since), false, false, true) =
+            (self.params.filler_delay, b.idle_since, b.gate.busy(), b.tools.leaving(), up)
         {
             at[4] = b.tools.filler_at(since, delay).map(|(_, t)| t);
         }
@@ -882,7 +923,11 @@ fn played_out(b: &Bridge) -> bool {
 }
 
 fn answer(call_id: &str, output: String) -> Output {
-    Output::Realtime(ClientEvent::FunctionCallOutput { call_id: call_id.to_owned(), output })
+    Output::Realtime(reply(call_id, output))
+}
+
+fn reply(call_id: &str, output: String) -> ClientEvent {
+    ClientEvent::FunctionCallOutput { call_id: call_id.to_owned(), output }
 }
 
 fn finished(e: &Entry, ok: bool, ms: u64) -> Output {

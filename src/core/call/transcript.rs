@@ -119,6 +119,26 @@ impl Transcript {
         }
     }
 
+    /// The caller turn of `item_id` is open and its transcription has not arrived.
+    pub fn is_pending_caller(&self, item_id: &str) -> bool {
+        self.entries.iter().any(|e| e.turn.role == Role::Caller && e.turn.item_id == item_id && !e.text_final)
+    }
+
+    /// Forgets the caller turn of `item_id` if its transcription has not arrived (its audio goes
+    /// to a new session, which transcribes it again as a new item).
+    pub fn forget_pending_caller(&mut self, item_id: &str) {
+        let pending = |e: &Entry| e.turn.role == Role::Caller && e.turn.item_id == item_id && !e.text_final;
+        self.entries.retain(|e| e.emitted || !pending(e));
+    }
+
+    /// The session that owed caller transcriptions is gone: those turns are final with the text
+    /// they have (empty), so nothing waits for them.
+    pub fn settle_pending_callers(&mut self) {
+        for e in self.entries.iter_mut().filter(|e| e.turn.role == Role::Caller && !e.text_final) {
+            e.text_final = true;
+        }
+    }
+
     /// Caller turns whose transcription has not arrived yet.
     pub fn pending_caller_text(&self) -> usize {
         self.entries.iter().filter(|e| e.turn.role == Role::Caller && !e.text_final).count()

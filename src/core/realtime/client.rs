@@ -223,6 +223,32 @@ pub enum ClientEvent {
         /// The text.
         text: String,
     },
+    /// `conversation.item.create` with an assistant message holding one `output_text` part:
+    /// something the agent said earlier, replayed into a new session to restore the
+    /// conversation after a reconnect. Source: SDK `RealtimeConversationItemAssistantMessage`
+    /// (content types `output_text` / `output_audio`).
+    AssistantText {
+        /// What the agent said (its output transcript).
+        text: String,
+    },
+    /// `conversation.item.create` with a system message holding one `input_text` part: a note
+    /// for the model in the middle of the conversation (e.g. that the line dropped). Source: SDK
+    /// `RealtimeConversationItemSystemMessage` ("smaller updates" than `instructions`).
+    SystemText {
+        /// The note.
+        text: String,
+    },
+    /// `conversation.item.create` with a `function_call` item: a tool call the model made in an
+    /// earlier session that is still running, so its `function_call_output` has a call to
+    /// answer in the new session. Source: SDK `RealtimeConversationItemFunctionCall`.
+    FunctionCall {
+        /// The call's `call_id`, reused so the later output matches it.
+        call_id: String,
+        /// The function name.
+        name: String,
+        /// The arguments as the model wrote them (JSON text).
+        arguments: String,
+    },
 }
 
 impl ClientEvent {
@@ -236,7 +262,11 @@ impl ClientEvent {
             Self::ItemTruncate { .. } => "conversation.item.truncate",
             Self::ResponseCreate | Self::ResponseCreateOutOfBand { .. } => "response.create",
             Self::ResponseCancel { .. } => "response.cancel",
-            Self::FunctionCallOutput { .. } | Self::UserText { .. } => "conversation.item.create",
+            Self::FunctionCallOutput { .. }
+            | Self::UserText { .. }
+            | Self::AssistantText { .. }
+            | Self::SystemText { .. }
+            | Self::FunctionCall { .. } => "conversation.item.create",
         }
     }
 }
@@ -290,6 +320,29 @@ pub fn encode(event: &ClientEvent, out: &mut String) {
             );
             crate::core::json::push_str(out, text);
             out.push_str("}]}}");
+        }
+        ClientEvent::AssistantText { text } => {
+            out.push_str(
+                r#"{"type":"conversation.item.create","item":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"#,
+            );
+            crate::core::json::push_str(out, text);
+            out.push_str("}]}}");
+        }
+        ClientEvent::SystemText { text } => {
+            out.push_str(
+                r#"{"type":"conversation.item.create","item":{"type":"message","role":"system","content":[{"type":"input_text","text":"#,
+            );
+            crate::core::json::push_str(out, text);
+            out.push_str("}]}}");
+        }
+        ClientEvent::FunctionCall { call_id, name, arguments } => {
+            out.push_str(r#"{"type":"conversation.item.create","item":{"type":"function_call","call_id":"#);
+            crate::core::json::push_str(out, call_id);
+            out.push_str(r#","name":"#);
+            crate::core::json::push_str(out, name);
+            out.push_str(r#","arguments":"#);
+            crate::core::json::push_str(out, arguments);
+            out.push_str("}}");
         }
     }
 }

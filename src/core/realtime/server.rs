@@ -342,9 +342,31 @@ impl ApiError {
     /// succeed), unknown types, and `server_error` (it fails the current response, which then ends
     /// with `response.done` status `failed`). A server that really cannot go on closes the socket;
     /// the caller sees that as the connection ending, not through this method.
+    ///
+    /// One more rule: an `invalid_request_error` whose `param` is `session` or starts with
+    /// `session.` rejected our `session.update` (e.g. `session.audio.input.format.rate`, the
+    /// shape the built-in simulator sends; OpenAI's own `param` paths are **UNVERIFIED**). The
+    /// server then keeps its defaults (PCM 24 kHz, no instructions), so the call cannot go on
+    /// as configured: fatal, and not retryable ([`ApiError::is_retryable`]).
     pub fn is_fatal(&self) -> bool {
         self.code.as_deref().is_some_and(|code| Self::FATAL_CODES.contains(&code))
             || Self::FATAL_KINDS.contains(&self.kind.as_str())
+            || self.rejects_session()
+    }
+
+    /// Whether a **new** session could get past this error, so the bridge should reconnect
+    /// rather than give up: only `session_expired` (the session reached its maximum duration,
+    /// reference §1.5; a fresh session starts the clock again). Every other fatal error is about
+    /// the key, the account, the model or our configuration, and would fail the next session too.
+    /// Meaningful for fatal errors; a recoverable error needs no new session either way.
+    pub fn is_retryable(&self) -> bool {
+        self.code.as_deref() == Some("session_expired")
+    }
+
+    /// An `invalid_request_error` aimed at the session configuration (see [`ApiError::is_fatal`]).
+    fn rejects_session(&self) -> bool {
+        self.kind == "invalid_request_error"
+            && self.param.as_deref().is_some_and(|p| p == "session" || p.starts_with("session."))
     }
 }
 

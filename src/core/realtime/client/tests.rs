@@ -211,6 +211,22 @@ fn small_events() {
             ClientEvent::UserText { text: "Greet the caller.".into() },
             json!({"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"Greet the caller."}]}}),
         ),
+        (
+            ClientEvent::AssistantText { text: "It ships Friday.".into() },
+            json!({"type":"conversation.item.create","item":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"It ships Friday."}]}}),
+        ),
+        (
+            ClientEvent::SystemText { text: "The line dropped.".into() },
+            json!({"type":"conversation.item.create","item":{"type":"message","role":"system","content":[{"type":"input_text","text":"The line dropped."}]}}),
+        ),
+        (
+            ClientEvent::FunctionCall {
+                call_id: "call_002".into(),
+                name: "lookup".into(),
+                arguments: r#"{"a":1}"#.into(),
+            },
+            json!({"type":"conversation.item.create","item":{"type":"function_call","call_id":"call_002","name":"lookup","arguments":"{\"a\":1}"}}),
+        ),
     ];
     for (event, expected) in cases {
         assert_eq!(encoded(&event), expected);

@@ -395,6 +395,26 @@ fn error_event_and_fatality() {
     assert!(!error("rate_limit_error", Some("rate_limit_exceeded")).is_fatal());
     assert!(!error("something_new", None).is_fatal());
 
+    // Only an expired session is worth a new one.
+    assert!(expired.is_retryable());
+    assert!(!error("invalid_request_error", Some("invalid_api_key")).is_retryable());
+    assert!(!error("authentication_error", None).is_retryable());
+    // A rejected session.update is fatal and not retryable; other bad params are recoverable.
+    let rejected = ApiError {
+        param: Some("session.audio.input.format.rate".into()),
+        ..error("invalid_request_error", Some("invalid_value"))
+    };
+    assert!(rejected.is_fatal() && !rejected.is_retryable());
+    let whole = ApiError { param: Some("session".into()), ..error("invalid_request_error", None) };
+    assert!(whole.is_fatal());
+    let item = ApiError {
+        param: Some("item.content".into()),
+        ..error("invalid_request_error", Some("invalid_value"))
+    };
+    assert!(!item.is_fatal());
+    let lookalike = ApiError { param: Some("sessions".into()), ..error("invalid_request_error", None) };
+    assert!(!lookalike.is_fatal());
+
     // An error without type or message is still reported, not dropped.
     let ServerEvent::Error(bare) = decode(r#"{"type":"error","error":{}}"#) else { panic!() };
     assert_eq!(bare, ApiError::default());
