@@ -32,6 +32,8 @@ struct Rig {
     api: FakeTelephonyApi,
     reader: StoreReader,
     _store: Store,
+    /// Every client event the simulator received, one JSON per line.
+    capture: std::path::PathBuf,
 }
 
 async fn rig(max_calls: usize) -> Rig {
@@ -39,10 +41,15 @@ async fn rig(max_calls: usize) -> Rig {
     let mut simcfg = SimConfig::from_fixtures().unwrap();
     simcfg.speed = 50.0;
     simcfg.vad.silence_ms = 800;
-    let sim = sim_rt::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
     let dir =
         std::env::temp_dir().join(format!("callbridge-control-{}-{}", std::process::id(), rand_suffix()));
-    let store = Store::start(StoreConfig { data_dir: dir, supabase: None, summarizer: None }).await.unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("client-events.jsonl");
+    simcfg.capture_path = Some(capture.clone());
+    let sim = sim_rt::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
+    let store = Store::start(StoreConfig { data_dir: dir.join("data"), supabase: None, summarizer: None })
+        .await
+        .unwrap();
     let reader = store.reader();
     let control = CallControl {
         stream_tokens: Some(Mutex::new(StreamTokens::new(&[7u8; 32], Duration::from_secs(60)))),
@@ -82,7 +89,7 @@ async fn rig(max_calls: usize) -> Rig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let prometheus = callbridge::metrics::install().unwrap();
     let server = server::start_with(listener, shared, prometheus, Duration::from_secs(2), services).unwrap();
-    Rig { server, sim, api, reader, _store: store }
+    Rig { server, sim, api, reader, _store: store, capture }
 }
 
 fn rand_suffix() -> u64 {
@@ -358,5 +365,54 @@ async fn outbound_calls_need_the_token_and_send_the_documented_form() {
     assert_eq!(d["outcome"], "no_answer");
     assert_eq!(d["provider_status"], "no-answer");
     assert_eq!(d["provider_duration_s"], 0);
+    rig.server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_outbound_call_gets_its_own_instructions_and_context() {
+    let rig = rig(8).await;
+    let body = serde_json::json!({
+        "to": "+15550100002", "from": "+15550100001", "lead_id": "lead-9",
+        "instructions": "Confirm the dentist appointment on Tuesday.", "voice": "cedar",
+        "metadata": {"campaign": "spring"}
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/calls", rig.server.addr))
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let call_sid = resp.json::<serde_json::Value>().await.unwrap()["call_sid"].as_str().unwrap().to_owned();
+    // The provider answers and fetches the webhook URL it was given, signed.
+    let url = rig.api.requests()[0].value("Url").unwrap().to_owned();
+    let path = url.strip_prefix(PUBLIC).unwrap().to_owned();
+    let form = [("CallSid", call_sid.as_str()), ("Direction", "outbound-api"), ("To", "+15550100002")];
+    let (status, xml) = post_form(&rig, &path, &form, Some((AUTH_TOKEN, None))).await;
+    assert_eq!(status, 200, "{xml}");
+    let (_, params) = parse_stream(&xml);
+    assert_eq!(params["direction"], "outbound");
+    assert_eq!(params["leadId"], "lead-9");
+    let report = caller::run_call(signed_caller(&rig, &call_sid, &params)).await.unwrap();
+    assert_eq!(report.close.as_ref().map(|c| c.0), Some(1000));
+
+    let captured = std::fs::read_to_string(&rig.capture).unwrap();
+    let update = captured.lines().find(|l| l.contains("\"session.update\"")).unwrap();
+    let update: serde_json::Value = serde_json::from_str(update).unwrap();
+    assert_eq!(update["session"]["instructions"], "Confirm the dentist appointment on Tuesday.");
+    assert_eq!(update["session"]["audio"]["output"]["voice"], "cedar");
+    let mut detail = None;
+    for _ in 0..50 {
+        detail = rig.reader.call_detail(call_sid.clone()).await.unwrap();
+        if detail.as_ref().is_some_and(|d| d.call.status == "completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = serde_json::to_value(detail.unwrap()).unwrap();
+    assert_eq!(d["direction"], "outbound");
+    assert_eq!(d["lead_id"], "lead-9");
+    assert_eq!(d["custom_parameters"]["metadata"], r#"{"campaign":"spring"}"#);
+    assert!(d["custom_parameters"].get("token").is_none(), "the token is not stored");
     rig.server.shutdown(Duration::from_secs(2)).await;
 }

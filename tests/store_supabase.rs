@@ -259,7 +259,7 @@ async fn three_calls_land_in_postgres_exactly() {
     assert_eq!(status, 200);
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["calls"].as_array().unwrap().len(), 2);
-    let before = page["next_before"].as_i64().unwrap();
+    let before = page["next_before"].as_str().unwrap().to_owned();
     let (_, rest_page) = http(addr, &format!("/v1/calls?before={before}"), Some(TOKEN)).await;
     let rest_page: Value = serde_json::from_str(&rest_page).unwrap();
     assert_eq!(rest_page["calls"].as_array().unwrap().len(), 1);

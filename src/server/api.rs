@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/calls?limit=&before=` | `{"calls":[…], "next_before": unix_ms \| null}`, newest first; `limit` 1–200 (default 50), `before` a unix-ms cursor |
+//! | `GET /v1/calls?limit=&before=` | `{"calls":[…], "next_before": cursor \| null}`, newest first; `limit` 1–200 (default 50); `before` a unix-ms time or the previous page's `next_before` |
 //! | `GET /v1/calls/{call_sid}` | the record with `turns` (by speech start), `timeline`, and undelivered `outbox` rows (pending or parked) |
 //!
 //! Errors: 401 without a valid token (or with no `API_TOKEN` configured), 400 for bad query
@@ -21,7 +21,7 @@ use tracing::{error, warn};
 
 use crate::auth;
 use crate::metrics as m;
-use crate::store::StoreReader;
+use crate::store::{Cursor, StoreReader};
 
 /// Default page size of `GET /v1/calls`.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -87,17 +87,19 @@ async fn list_calls(State(st): State<ApiState>, headers: HeaderMap, Query(q): Qu
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
         Some(_) => return error(StatusCode::BAD_REQUEST, "limit must be an integer from 1 to 200"),
     };
-    let before = match q.before.as_deref().map(str::parse::<i64>) {
+    let before = match q.before.as_deref().map(Cursor::parse) {
         None => None,
-        Some(Ok(ms)) => Some(ms),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "before must be a unix time in ms"),
+        Some(Some(c)) => Some(c),
+        Some(None) => {
+            return error(StatusCode::BAD_REQUEST, "before must be a unix time in ms or a next_before cursor");
+        }
     };
     let Some(store) = &st.store else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "store disabled");
     };
     match store.list_calls(limit, before).await {
         Ok(calls) => {
-            let next_before = if calls.len() == limit { calls.last().map(|c| c.started_at_ms) } else { None };
+            let next_before = if calls.len() == limit { calls.last().map(Cursor::after) } else { None };
             Json(serde_json::json!({ "calls": calls, "next_before": next_before })).into_response()
         }
         Err(e) => store_failed(e),

@@ -163,6 +163,29 @@ impl OutboxRow {
     }
 }
 
+/// A position in the newest-first list of calls: before this call (or, with an empty
+/// `call_sid`, before this time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Unix ms.
+    pub started_at_ms: i64,
+    /// Tie-breaker within one ms.
+    pub call_sid: String,
+}
+
+impl Cursor {
+    /// Parses `1732190000000` (a time) or `1732190000000_CA…` (after that call).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ms, sid) = s.split_once('_').unwrap_or((s, ""));
+        Some(Self { started_at_ms: ms.parse().ok()?, call_sid: sid.to_owned() })
+    }
+
+    /// The cursor that continues after `row`.
+    pub fn after(row: &CallSummaryRow) -> String {
+        format!("{}_{}", row.started_at_ms, row.call_sid)
+    }
+}
+
 /// A call as `/v1/calls` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallSummaryRow {
@@ -636,14 +659,19 @@ impl Db {
     pub fn list_calls(
         &self,
         limit: usize,
-        before_ms: Option<i64>,
+        before: Option<&Cursor>,
     ) -> Result<Vec<CallSummaryRow>, StoreError> {
+        // Keyset order on (started_at_ms, call_sid): calls starting in the same ms are neither
+        // skipped nor repeated across pages.
         let mut q = self.conn.prepare_cached(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM calls WHERE started_at_ms < ?1 ORDER BY started_at_ms DESC, call_sid LIMIT ?2"
+            "SELECT {SUMMARY_COLUMNS} FROM calls WHERE (started_at_ms, call_sid) < (?1, ?2)
+             ORDER BY started_at_ms DESC, call_sid DESC LIMIT ?3"
         ))?;
-        let rows = q
-            .query_map(params![before_ms.unwrap_or(i64::MAX), limit as i64], summary_row)?
-            .collect::<Result<_, _>>()?;
+        let (ms, sid) = match before {
+            Some(c) => (c.started_at_ms, c.call_sid.as_str()),
+            None => (i64::MAX, ""),
+        };
+        let rows = q.query_map(params![ms, sid, limit as i64], summary_row)?.collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
@@ -930,6 +958,37 @@ mod tests {
             percent_encode("00000000-0000-4000-8000-000000000001"),
             "00000000-0000-4000-8000-000000000001"
         );
+    }
+
+    #[test]
+    fn pages_neither_skip_nor_repeat_calls_started_in_the_same_ms() {
+        let dir = std::env::temp_dir().join(format!("callbridge-db-pages-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut db = Db::open(&dir, None).unwrap();
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        for n in 0..5 {
+            let s = CallStarted {
+                call_sid: format!("CA{n}"),
+                stream_sid: format!("MZ{n}"),
+                provider: "twilio",
+                started_at: at,
+                custom_parameters: Default::default(),
+            };
+            db.call_started(&s, 0).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = db.list_calls(2, cursor.as_ref()).unwrap();
+            seen.extend(page.iter().map(|c| c.call_sid.clone()));
+            if page.len() < 2 {
+                break;
+            }
+            cursor = Cursor::parse(&Cursor::after(page.last().unwrap()));
+        }
+        assert_eq!(seen, ["CA4", "CA3", "CA2", "CA1", "CA0"]);
+        assert!(Cursor::parse("nope").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

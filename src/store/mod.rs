@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use db::{CallDetail, CallSummaryRow, DB_FILE, OutboxRow, StoreError, SummaryJob, rfc3339};
+pub use db::{CallDetail, CallSummaryRow, Cursor, DB_FILE, OutboxRow, StoreError, SummaryJob, rfc3339};
 use db::{Db, RemoteTables};
 pub use record::{CallNote, CallRecord, CallStarted, CallStatus, LeadUpdate, TimelineEntry};
 
@@ -136,9 +136,9 @@ impl StoreReader {
     pub async fn list_calls(
         &self,
         limit: usize,
-        before_ms: Option<i64>,
+        before: Option<Cursor>,
     ) -> Result<Vec<CallSummaryRow>, StoreError> {
-        blocking(&self.db, move |db| db.list_calls(limit, before_ms)).await
+        blocking(&self.db, move |db| db.list_calls(limit, before.as_ref())).await
     }
 
     /// One call with turns, timeline and undelivered outbox rows; `None` if unknown.
