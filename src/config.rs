@@ -139,6 +139,12 @@ pub const ENV_ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
 pub const ENV_ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
 /// Model `consult` asks; default `claude-sonnet-4-5` with Anthropic, else `gpt-4.1`.
 pub const ENV_CONSULT_MODEL: &str = "CONSULT_MODEL";
+/// The model's session length cap: the session is recycled (reconnected and restored) at a
+/// quiet moment before it; `off` never recycles; default `60m`, or `30m` for `*.azure.com`.
+pub const ENV_SESSION_CAP: &str = "SESSION_CAP";
+/// Reconnect attempts after the Realtime session is lost mid-call (0 ends the call instead);
+/// default `5`.
+pub const ENV_RECONNECT_ATTEMPTS: &str = "RECONNECT_ATTEMPTS";
 /// Log output, `json` or `pretty`; default `json`. The level comes from `RUST_LOG`.
 pub const ENV_LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -672,6 +678,25 @@ impl Config {
         call.max_lead_ms = parse_or(src, ENV_MAX_LEAD_MS, DEFAULT_MAX_LEAD_MS)?;
         call.mark_interval_ms = parse_or(src, ENV_MARK_INTERVAL_MS, DEFAULT_MARK_INTERVAL_MS)?;
         call.start_timeout = duration_or(src, ENV_START_TIMEOUT, DEFAULT_START_TIMEOUT)?;
+        call.session_cap = match src.get(ENV_SESSION_CAP).as_deref() {
+            Some("off") => None,
+            Some(_) => Some(duration_or(src, ENV_SESSION_CAP, DEFAULT_START_TIMEOUT)?),
+            None if upstream.url.contains(".azure.com") => {
+                Some(crate::core::call::reconnect::AZURE_SESSION_CAP)
+            }
+            None => Some(crate::core::call::reconnect::OPENAI_SESSION_CAP),
+        };
+        if call.session_cap.is_some_and(|c| c < std::time::Duration::from_secs(10)) {
+            return Err(invalid(
+                ENV_SESSION_CAP,
+                &src.get(ENV_SESSION_CAP).unwrap_or_default(),
+                "must be at least 10s",
+            ));
+        }
+        if let Some(cap) = call.session_cap {
+            call.recycle_window = call.recycle_window.min(cap / 2);
+        }
+        call.reconnect.max_attempts = parse_or(src, ENV_RECONNECT_ATTEMPTS, call.reconnect.max_attempts)?;
         call.upstream_connect_timeout = upstream.connect_timeout;
         if call.max_lead_ms < 20 {
             return Err(invalid(
@@ -893,6 +918,8 @@ mod tests {
             (ENV_PUBLIC_URL, "bridge.example.com"),
             (ENV_MACHINE_DETECTION, "maybe"),
             (ENV_STREAM_TOKEN_KEY, "short"),
+            (ENV_SESSION_CAP, "5s"),
+            (ENV_RECONNECT_ATTEMPTS, "many"),
             (ENV_MAX_CALLS, "-1"),
             (ENV_START_TIMEOUT, "soon"),
             (ENV_AUDIO_MODE, "loud"),
@@ -919,6 +946,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.upstream.auth, AuthStyle::ApiKey);
+        assert_eq!(c.call.session_cap, Some(crate::core::call::reconnect::AZURE_SESSION_CAP));
     }
 
     #[test]
