@@ -35,7 +35,10 @@ async fn sigterm_drains_active_calls_then_exits_zero() {
         .env("OPENAI_REALTIME_URL", sim.url())
         .env("DRAIN_TIMEOUT", "30s")
         .env("TWILIO_VALIDATE_SIGNATURE", "false")
-        .env("CALLBRIDGE_DATA_DIR", std::env::temp_dir().join(format!("callbridge-shutdown-{}", std::process::id())))
+        .env(
+            "CALLBRIDGE_DATA_DIR",
+            std::env::temp_dir().join(format!("callbridge-shutdown-{}", std::process::id())),
+        )
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -16,9 +16,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use callbridge::auth::{
-    twilio_signature, validate_twilio, validate_twilio_json, validate_twilio_stream,
-};
+use callbridge::auth::{twilio_signature, validate_twilio, validate_twilio_json, validate_twilio_stream};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -3,5 +3,5 @@
 pub mod realtime;
 pub mod summary;
 pub mod supabase;
-pub mod tools;
 pub mod telephony_rest;
+pub mod tools;

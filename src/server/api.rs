@@ -91,7 +91,10 @@ async fn list_calls(State(st): State<ApiState>, headers: HeaderMap, Query(q): Qu
         None => None,
         Some(Some(c)) => Some(c),
         Some(None) => {
-            return error(StatusCode::BAD_REQUEST, "before must be a unix time in ms or a next_before cursor");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "before must be a unix time in ms or a next_before cursor",
+            );
         }
     };
     let Some(store) = &st.store else {

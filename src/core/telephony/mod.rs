@@ -278,7 +278,9 @@ impl ProviderCodec {
             }
             ProviderCommand::Mark { stream_sid, name } => ("mark", stream_sid, Some(("mark", "name", name))),
             ProviderCommand::Clear { stream_sid } => ("clear", stream_sid, None),
-            ProviderCommand::Dtmf { stream_sid, digit } => ("dtmf", stream_sid, Some(("dtmf", "digit", digit))),
+            ProviderCommand::Dtmf { stream_sid, digit } => {
+                ("dtmf", stream_sid, Some(("dtmf", "digit", digit)))
+            }
         };
         out.reserve(48 + stream_sid.len() + body.map_or(0, |(_, _, v)| v.len()));
         out.push_str(r#"{"event":""#);
