@@ -227,8 +227,11 @@ impl Supabase {
         }
         let text = resp.text().await.unwrap_or_default();
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => (b.code.unwrap_or_default(), b.message.unwrap_or_else(|| truncate(&text))),
-            Err(_) => (String::new(), truncate(&text)),
+            Ok(b) => (
+                b.code.unwrap_or_default(),
+                b.message.unwrap_or_else(|| super::truncate(&text, MAX_ERROR_TEXT)),
+            ),
+            Err(_) => (String::new(), super::truncate(&text, MAX_ERROR_TEXT)),
         };
         Err(WriteError::Http { status, code, message })
     }
@@ -242,14 +245,6 @@ fn classify(e: reqwest::Error) -> WriteError {
     } else {
         WriteError::Other(e.to_string())
     }
-}
-
-fn truncate(s: &str) -> String {
-    let mut end = s.len().min(MAX_ERROR_TEXT);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]
@@ -282,7 +277,7 @@ mod tests {
     #[test]
     fn error_text_is_cut_on_a_char_boundary() {
         let s = "é".repeat(MAX_ERROR_TEXT);
-        let t = truncate(&s);
+        let t = super::truncate(&s, MAX_ERROR_TEXT);
         assert!(t.len() <= MAX_ERROR_TEXT && t.chars().all(|c| c == 'é'));
     }
 }

@@ -415,9 +415,12 @@ impl TelephonyRest {
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (
                 b.code.and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok()))),
-                b.message.map_or_else(|| truncate(&text), |m| truncate(&m)),
+                b.message.map_or_else(
+                    || super::truncate(&text, MAX_ERROR_TEXT),
+                    |m| super::truncate(&m, MAX_ERROR_TEXT),
+                ),
             ),
-            Err(_) => (None, truncate(&text)),
+            Err(_) => (None, super::truncate(&text, MAX_ERROR_TEXT)),
         };
         let code = code.and_then(|c| u32::try_from(c).ok());
         Err(RestError::Http { status, code, message })
@@ -463,14 +466,6 @@ fn describe(e: &reqwest::Error) -> String {
 
 fn code_suffix(code: Option<u32>) -> String {
     code.map_or_else(String::new, |c| format!(" (code {c})"))
-}
-
-fn truncate(s: &str) -> String {
-    let mut end = s.len().min(MAX_ERROR_TEXT);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]

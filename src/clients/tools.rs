@@ -97,7 +97,7 @@ impl CustomTool {
         if !status.is_success() {
             return Err(format!("the tool failed with HTTP {}", status.as_u16()));
         }
-        let text = cut(&text);
+        let text = super::truncate(&text, MAX_ANSWER_BYTES);
         Ok(match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(_) => text,
             Err(_) => serde_json::json!({ "result": text }).to_string(),
@@ -186,7 +186,11 @@ impl Consultant {
                     resp.json().await.map_err(|_| "the expert's answer was unreadable".to_owned())?;
                 let text: String =
                     msg.content.into_iter().filter(|b| b.kind == "text").filter_map(|b| b.text).collect();
-                if text.is_empty() { Err("the expert gave no answer".into()) } else { Ok(cut(&text)) }
+                if text.is_empty() {
+                    Err("the expert gave no answer".into())
+                } else {
+                    Ok(super::truncate(&text, MAX_ANSWER_BYTES))
+                }
             }
             Self::OpenAi { client, model } => {
                 let fail = |_| "the expert model request was invalid".to_owned();
@@ -213,19 +217,11 @@ impl Consultant {
                     .into_iter()
                     .find_map(|c| c.message.content)
                     .filter(|t| !t.is_empty())
-                    .map(|t| cut(&t))
+                    .map(|t| super::truncate(&t, MAX_ANSWER_BYTES))
                     .ok_or_else(|| "the expert gave no answer".to_owned())
             }
         }
     }
-}
-
-fn cut(s: &str) -> String {
-    let mut end = s.len().min(MAX_ANSWER_BYTES);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
 }
 
 #[cfg(test)]
