@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn error_text_is_cut_on_a_char_boundary() {
         let s = "é".repeat(MAX_ERROR_TEXT);
-        let t = super::truncate(&s, MAX_ERROR_TEXT);
+        let t = crate::clients::truncate(&s, MAX_ERROR_TEXT);
         assert!(t.len() <= MAX_ERROR_TEXT && t.chars().all(|c| c == 'é'));
     }
 }
