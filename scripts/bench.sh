@@ -9,9 +9,17 @@
 #   AUDIO_MODE=transcode scripts/bench.sh --calls 100
 #   scripts/bench.sh --provider signalwire-l16 --calls 100      # uses /media/signalwire
 #   scripts/bench.sh --calls 100 --barge-in   # simulator gets --echo-vad; times speech → clear
+#   MAX_CALLS=200 scripts/bench.sh --calls 400 --expect-refusals   # overload: 200 refused
 #
-# AUDIO_MODE (and any other server variable not set below) reaches the server from your
-# environment. Both background processes are stopped on exit; their logs are in out/bench-logs/.
+# AUDIO_MODE, MAX_CALLS (default here 5000) and any other server variable not set below reach
+# the server from your environment. The harness dials every call from 127.0.0.1, so the
+# per-IP upgrade budget is off (UPGRADES_PER_IP_PER_MINUTE=0) unless you set it.
+#
+#   BENCH_BIN=path    use this callbridge binary instead of building one (scripts/overload.sh
+#                     and scripts/soak.sh build once and pass a private copy)
+#   BENCH_LOGS=dir    where the server and simulator logs go (default out/bench-logs)
+#
+# Both background processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,18 +32,30 @@ else
 fi
 echo "== open-file limit: $(ulimit -n)"
 
-echo "== cargo build --release"
-cargo build --release --locked
-bin=target/release/callbridge
+if [[ -n "${BENCH_BIN:-}" ]]; then
+    bin=$BENCH_BIN
+    [[ -x "$bin" ]] || { echo "BENCH_BIN=$bin is not an executable" >&2; exit 2; }
+else
+    echo "== cargo build --release"
+    cargo build --release --locked
+    bin=target/release/callbridge
+fi
 
-logs=out/bench-logs
+logs=${BENCH_LOGS:-out/bench-logs}
 mkdir -p "$logs"
 
-# A loopback port nothing listens on right now.
+# A loopback port nothing listens on right now, below the ephemeral range: a port the kernel
+# hands to outgoing connections (the harness opens thousands) may be taken by the time we bind.
+read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+if ((eph_low > 12000)); then
+    port_lo=10000 port_span=$((eph_low - 10000))
+else
+    port_lo=20000 port_span=40000
+fi
 free_port() {
     local port
     for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((port_lo + RANDOM % port_span))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -98,11 +118,13 @@ sim_pid=$!
 wait_for "the simulator" bash -c "exec 3<>/dev/tcp/127.0.0.1/$sim_port"
 
 port=$(free_port)
-echo "== callbridge serve on 127.0.0.1:$port${AUDIO_MODE:+ (AUDIO_MODE=$AUDIO_MODE)}"
+max_calls=${MAX_CALLS:-5000}
+echo "== callbridge serve on 127.0.0.1:$port, MAX_CALLS=$max_calls${AUDIO_MODE:+ (AUDIO_MODE=$AUDIO_MODE)}"
 HOST=127.0.0.1 PORT="$port" \
     OPENAI_API_KEY=sim-key-not-a-secret \
     OPENAI_REALTIME_URL="ws://127.0.0.1:$sim_port/v1/realtime" \
-    MAX_CALLS=5000 LOG_FORMAT=json RUST_LOG=warn \
+    MAX_CALLS="$max_calls" LOG_FORMAT=json RUST_LOG=warn \
+    UPGRADES_PER_IP_PER_MINUTE="${UPGRADES_PER_IP_PER_MINUTE:-0}" \
     TWILIO_VALIDATE_SIGNATURE=false CALLBRIDGE_DATA_DIR="$logs/data" SUMMARY_MODEL=off \
     "$bin" serve >"$logs/server.log" 2>&1 &
 server_pid=$!

@@ -5,8 +5,14 @@
 //! Each call connects, sends Twilio (or SignalWire L16) `connected` and `start`, then one
 //! `media` frame every 20 ms on an absolute schedule, looping caller speech. What comes back
 //! is "played" at 20 ms per tick with `mark` echoes and `clear` handled as the provider does.
-//! After the ramp the calls are held for `--duration`, then stop sending, wait a 1 s grace for
-//! audio in flight, send `stop` and close.
+//! After the ramp (and `--settle`, unmeasured) the calls are held for `--duration`, then stop
+//! sending, wait a 1 s grace for audio in flight, send `stop` and close.
+//!
+//! `--calls` is the number of *lines*. By default each line places one call. With
+//! `--call-duration 30s..60s` calls churn: each hangs up (grace, `stop`, close) after its own
+//! duration and its line dials a new call at once, so the concurrency stays at `--calls` while
+//! calls come and go. With `--redial D` a line whose call was refused or failed dials again
+//! after `D` (1 s by default with `--call-duration`). No line dials after the hold.
 //!
 //! # Layout
 //!
@@ -18,6 +24,7 @@
 //! | `wire` | prebuilt shared frames, per-call messages, borrowed decoding of bridge messages |
 //! | `latency` | FIFO round-trip matching, loss, HDR summaries |
 //! | `probe` | `/proc/PID` and `/metrics` readers, settling between sweep runs |
+//! | `soak` | `--server-samples`: periodic server samples, CSV, drift verdict, soak chart |
 //! | `report`, `chart` | JSON, the stdout table, the SVG chart |
 //!
 //! # Measures
@@ -31,6 +38,15 @@
 //! * **Loss**: (audio sent − audio received) of completed calls after the grace, in frames.
 //! * **Server CPU-ms per call-second** over the hold and **KiB per call** (RSS at the end of
 //!   the hold − RSS before the ramp), from `/proc/PID` or `/metrics`.
+//!
+//! * **Refusals**: a dial is refused when the upgrade is answered with HTTP 503 (the body, such
+//!   as `max_calls` or `draining`, becomes the reason) or the bridge closes with 1013 (try again
+//!   later) or 1001 (going away) before sending anything. Each refusal is timed from the start
+//!   of its connect to the moment the harness learns of it, in its own histogram, and counted
+//!   apart from failures; without `--expect-refusals` refusals also count as failures.
+//! * **Server drift** (`--server-samples`, a soak): RSS, open descriptors, threads and CPU of
+//!   `--server-pid` every `--sample-every` into a CSV; the least-squares slopes of RSS and
+//!   descriptors over the hold after `--warm-up` (default: its second half) decide PASS/FAIL.
 //!
 //! * **Barge-in reaction** (`--barge-in`, against `sim-realtime --echo --echo-vad`): each call
 //!   alternates 3 s of caller speech (each segment starting on voiced audio) and 2 s of digital
@@ -55,6 +71,7 @@ mod probe;
 mod report;
 mod run;
 mod shard;
+mod soak;
 mod wire;
 
 use std::net::ToSocketAddrs as _;
@@ -65,10 +82,17 @@ use anyhow::{Context as _, anyhow, bail};
 
 pub use latency::Percentiles;
 pub use report::{Environment, HarnessFigures, RunReport, ServerFigures};
+pub use soak::{Drift, SoakFigures};
 pub use wire::BenchProvider;
 
 /// Longest hold a run accepts (the shared frame table grows with it).
 const MAX_HOLD: Duration = Duration::from_secs(600);
+
+/// Longest `--settle`.
+const MAX_SETTLE: Duration = Duration::from_secs(60);
+
+/// `--redial` with `--call-duration` when not given.
+const DEFAULT_CHURN_REDIAL: Duration = Duration::from_secs(1);
 
 /// Options of `callbridge bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -79,7 +103,8 @@ pub struct BenchArgs {
     /// Provider the calls play: Twilio μ-law 8 kHz, or SignalWire L16 16 kHz (transcoded).
     #[arg(long, value_enum, default_value_t = BenchProvider::Twilio)]
     pub provider: BenchProvider,
-    /// Concurrent calls (ignored with --sweep).
+    /// Concurrent calls: lines, each placing one call (or, with --call-duration / --redial,
+    /// one after another). Ignored with --sweep.
     #[arg(long, default_value_t = 100)]
     pub calls: usize,
     /// Hold time after the ramp, e.g. `20s`, `500ms`, `2m` (at most 10 minutes).
@@ -88,6 +113,10 @@ pub struct BenchArgs {
     /// Calls started per second during the ramp.
     #[arg(long, default_value_t = 200.0)]
     pub ramp: f64,
+    /// After the ramp, let the calls stream this long before the hold starts (nothing is
+    /// measured meanwhile), so the last calls' setup is not in the measurement; e.g. `3s`.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Worker threads of the harness's own runtime (keep it cheaper than the server).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -117,6 +146,49 @@ pub struct BenchArgs {
     /// Write an SVG chart of the sweep here.
     #[arg(long, requires = "sweep")]
     pub chart: Option<PathBuf>,
+    /// Refused dials (HTTP 503 on the upgrade, or a close 1013/1001 before the bridge's first
+    /// message) are expected (overload tests), not failures. Refusals are counted and timed
+    /// (connect start → refusal known) with or without this flag.
+    #[arg(long)]
+    pub expect_refusals: bool,
+    /// A line whose call was refused or failed dials again after this long, until the hold
+    /// ends (keeps offering load during the hold). Default: never; 1s with --call-duration.
+    #[arg(long, value_parser = parse_duration)]
+    pub redial: Option<Duration>,
+    /// Call churn: each call lasts a duration drawn uniformly from this range (`30s..60s`, or
+    /// one value), then hangs up and its line dials a new call at once; --calls stays the
+    /// concurrency while calls come and go.
+    #[arg(long, value_parser = parse_duration_range)]
+    pub call_duration: Option<DurationRange>,
+    /// Soak: sample the server (--server-pid) every --sample-every into this CSV (RSS, open
+    /// descriptors, threads, CPU, calls) and judge whether RSS and descriptors levelled off over
+    /// the hold after --warm-up (exit status 1 on FAIL, after writing every output).
+    #[arg(long, requires = "server_pid", conflicts_with = "sweep")]
+    pub server_samples: Option<PathBuf>,
+    /// Period of --server-samples.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub sample_every: Duration,
+    /// --server-samples verdict: largest allowed growth of RSS and of open descriptors, in
+    /// percent of their mean per 10 minutes (descriptors may also grow by < 1 per 100 calls
+    /// completed).
+    #[arg(long, default_value_t = 1.0)]
+    pub drift_limit: f64,
+    /// --server-samples verdict: the start of the hold left out as warm-up (default: half the
+    /// hold).
+    #[arg(long, value_parser = parse_duration, requires = "server_samples")]
+    pub warm_up: Option<Duration>,
+    /// Write an SVG chart of the --server-samples here.
+    #[arg(long, requires = "server_samples")]
+    pub samples_chart: Option<PathBuf>,
+}
+
+/// `--call-duration`: the range a call's length is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// Shortest call.
+    pub min: Duration,
+    /// Longest call.
+    pub max: Duration,
 }
 
 /// Runs `callbridge bench` on its own runtime with `args.threads` workers.
@@ -144,6 +216,26 @@ async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     if args.sweep.contains(&0) {
         bail!("--sweep values must be at least 1");
     }
+    if args.settle > MAX_SETTLE {
+        bail!("--settle must be at most {} s", MAX_SETTLE.as_secs());
+    }
+    if args.redial.is_some_and(|d| d.is_zero()) {
+        bail!("--redial must be at least 1 ms");
+    }
+    if args.call_duration.is_some_and(|r| r.min < Duration::from_secs(1)) {
+        bail!("--call-duration must be at least 1 s");
+    }
+    if args.sample_every < Duration::from_millis(100) {
+        bail!("--sample-every must be at least 100 ms");
+    }
+    if !(args.drift_limit.is_finite() && args.drift_limit > 0.0) {
+        bail!("--drift-limit must be a positive percentage");
+    }
+    if args.warm_up.is_some_and(|w| w >= args.duration) {
+        bail!("--warm-up must be shorter than --duration");
+    }
+    // Churn keeps lines busy after a refusal or failure too, unless told otherwise.
+    let redial = args.redial.or(args.call_duration.map(|_| DEFAULT_CHURN_REDIAL));
     let probe = probe::ServerProbe {
         pid: args.server_pid,
         metrics: args.metrics_url.as_deref().map(probe::parse_metrics_url).transpose()?,
@@ -156,37 +248,64 @@ async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     let env = Environment::detect(args.threads, args.provider, &args.url);
     let counts = if args.sweep.is_empty() { vec![args.calls] } else { args.sweep.clone() };
     let mut runs = Vec::with_capacity(counts.len());
+    let mut samples = Vec::new();
     for (i, &calls) in counts.iter().enumerate() {
         if i > 0 {
             probe.settle().await;
         }
+        let mut extras = String::new();
+        if args.barge_in {
+            extras.push_str(", barge-in (3 s speech / 2 s silence)");
+        }
+        if let Some(r) = args.call_duration {
+            extras.push_str(&format!(", calls last {:?}..{:?} and are replaced", r.min, r.max));
+        }
+        if let Some(d) = redial {
+            extras.push_str(&format!(", refused/failed lines redial after {d:?}"));
+        }
+        if args.expect_refusals {
+            extras.push_str(", refusals expected");
+        }
         eprintln!(
-            "bench: run {}/{}: {calls} calls, {} at {}/s, hold {:?}, {} harness thread(s){}",
+            "bench: run {}/{}: {calls} calls, {} at {}/s, hold {:?}, {} harness thread(s){extras}",
             i + 1,
             counts.len(),
             args.provider.name(),
             args.ramp,
             args.duration,
             args.threads,
-            if args.barge_in { ", barge-in (3 s speech / 2 s silence)" } else { "" }
         );
         let cfg = run::RunConfig {
             url: args.url.clone(),
             provider: args.provider,
             calls,
             hold: args.duration,
+            settle: args.settle,
             ramp_per_s: args.ramp,
             shard_size: args.shard_size,
             barge_in: args.barge_in.then_some(wire::BargeIn::DEFAULT),
+            call_duration: args.call_duration.map(|r| (r.min, r.max)),
+            redial,
+            expect_refusals: args.expect_refusals,
+            samples: args.server_samples.as_ref().map(|_| run::Sampling {
+                every: args.sample_every,
+                limit_pct: args.drift_limit,
+                warm_up: args.warm_up,
+            }),
         };
-        let report = run::run_once(&cfg, &probe).await?;
+        let outcome = run::run_once(&cfg, &probe).await?;
         if counts.len() > 1 {
-            eprint!("{}", report::table(std::slice::from_ref(&report)));
+            eprint!("{}", report::table(std::slice::from_ref(&outcome.report)));
         }
-        runs.push(report);
+        runs.push(outcome.report);
+        samples = outcome.samples;
     }
     println!("{}", env_line(&env));
     print!("{}", report::table(&runs));
+    let soak = runs.first().and_then(|r| r.soak.clone());
+    if let Some(f) = &soak {
+        print!("{}", soak::summary(f));
+    }
     if let Some(path) = &args.json {
         let json = if args.sweep.is_empty() {
             serde_json::to_string_pretty(&report::SingleJson { environment: &env, run: &runs[0] })?
@@ -201,6 +320,19 @@ async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
         create_parent(path)?;
         chart::write_svg(path, &runs).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
+    }
+    if let Some(path) = &args.server_samples {
+        create_parent(path)?;
+        std::fs::write(path, soak::csv(&samples)).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {} ({} samples)", path.display(), samples.len());
+    }
+    if let (Some(path), Some(f)) = (&args.samples_chart, &soak) {
+        create_parent(path)?;
+        soak::write_svg(path, &samples, f).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    if soak.is_some_and(|f| f.pass == Some(false)) {
+        bail!("soak: the server's RSS or descriptors kept growing (see above)");
     }
     Ok(())
 }
@@ -261,9 +393,34 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
+/// Parses `30s..60s` (a range) or `45s` (a fixed duration) for `--call-duration`.
+fn parse_duration_range(s: &str) -> Result<DurationRange, String> {
+    let (min, max) = match s.split_once("..") {
+        Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
+        None => {
+            let d = parse_duration(s)?;
+            (d, d)
+        }
+    };
+    if min > max {
+        return Err(format!("bad range {s:?}: the first bound is larger"));
+    }
+    Ok(DurationRange { min, max })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn duration_ranges() {
+        let r = |a, b| Ok(DurationRange { min: Duration::from_secs(a), max: Duration::from_secs(b) });
+        assert_eq!(parse_duration_range("30s..60s"), r(30, 60));
+        assert_eq!(parse_duration_range("1m..90"), r(60, 90));
+        assert_eq!(parse_duration_range("45s"), r(45, 45));
+        assert!(parse_duration_range("60s..30s").is_err());
+        assert!(parse_duration_range("30s..").is_err());
+    }
 
     #[test]
     fn durations() {
@@ -285,51 +442,85 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/").is_err());
     }
 
-    /// Echo simulator (`echo_vad` as given) and the real server in-process on loopback, then
-    /// one 5-call run; also returns the simulator's log.
+    /// Echo simulator (`echo_vad` as given) and the real server in-process on loopback, admitting
+    /// at most `max_calls`.
+    struct Bridge {
+        sim: crate::sim::realtime::SimHandle,
+        server: crate::server::ServerHandle,
+    }
+
+    impl Bridge {
+        async fn start(echo_vad: bool, max_calls: usize) -> Self {
+            use crate::config::{self, UpstreamConfig};
+            use crate::driver::Shared;
+            use std::sync::Arc;
+
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let simcfg = crate::sim::realtime::SimConfig { echo: true, echo_vad, ..Default::default() };
+            let sim = crate::sim::realtime::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
+            let upstream = UpstreamConfig::simulator(sim.url());
+            let shared = Arc::new(Shared::new(
+                upstream,
+                config::default_call_params(),
+                config::DEFAULT_MAX_MESSAGE_BYTES,
+                max_calls,
+                None,
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let prometheus = crate::metrics::install().unwrap();
+            let server = crate::server::start(listener, shared, prometheus, Duration::from_secs(2)).unwrap();
+            Self { sim, server }
+        }
+
+        /// A run of `calls` lines against it (5 per second, 2 per shard).
+        fn config(&self, calls: usize, hold: Duration) -> run::RunConfig {
+            run::RunConfig {
+                url: format!("ws://{}/media/twilio", self.server.addr),
+                provider: BenchProvider::Twilio,
+                calls,
+                hold,
+                settle: Duration::ZERO,
+                ramp_per_s: 50.0,
+                shard_size: 2,
+                barge_in: None,
+                call_duration: None,
+                redial: None,
+                expect_refusals: false,
+                samples: None,
+            }
+        }
+
+        fn probe(&self) -> probe::ServerProbe {
+            let metrics_url = format!("http://{}/metrics", self.server.addr);
+            probe::ServerProbe {
+                pid: Some(std::process::id()),
+                metrics: Some(probe::parse_metrics_url(&metrics_url).unwrap()),
+            }
+        }
+
+        async fn run(&self, cfg: &run::RunConfig) -> run::RunOutcome {
+            run::run_once(cfg, &self.probe()).await.unwrap()
+        }
+
+        /// Stops both; returns the simulator's log.
+        async fn stop(self) -> Vec<crate::sim::realtime::SimLogEntry> {
+            self.server.shutdown(Duration::from_secs(2)).await;
+            let log = self.sim.log();
+            self.sim.shutdown().await;
+            log
+        }
+    }
+
+    /// One 5-call run through a fresh [`Bridge`]; also returns the simulator's log.
     async fn five_call_run(
         echo_vad: bool,
         hold: Duration,
         barge_in: Option<wire::BargeIn>,
     ) -> (RunReport, Vec<crate::sim::realtime::SimLogEntry>) {
-        use crate::config::{self, UpstreamConfig};
-        use crate::driver::Shared;
-        use std::sync::Arc;
-
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let simcfg = crate::sim::realtime::SimConfig { echo: true, echo_vad, ..Default::default() };
-        let sim = crate::sim::realtime::start(simcfg, ([127, 0, 0, 1], 0).into()).await.unwrap();
-        let upstream = UpstreamConfig::simulator(sim.url());
-        let shared = Arc::new(Shared::new(
-            upstream,
-            config::default_call_params(),
-            config::DEFAULT_MAX_MESSAGE_BYTES,
-            100,
-            None,
-        ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let prometheus = crate::metrics::install().unwrap();
-        let server = crate::server::start(listener, shared, prometheus, Duration::from_secs(2)).unwrap();
-        let metrics_url = format!("http://{}/metrics", server.addr);
-
-        let cfg = run::RunConfig {
-            url: format!("ws://{}/media/twilio", server.addr),
-            provider: BenchProvider::Twilio,
-            calls: 5,
-            hold,
-            ramp_per_s: 50.0,
-            shard_size: 2,
-            barge_in,
-        };
-        let probe = probe::ServerProbe {
-            pid: Some(std::process::id()),
-            metrics: Some(probe::parse_metrics_url(&metrics_url).unwrap()),
-        };
-        let r = run::run_once(&cfg, &probe).await.unwrap();
-        server.shutdown(Duration::from_secs(2)).await;
-        let log = sim.log();
-        sim.shutdown().await;
-        (r, log)
+        let bridge = Bridge::start(echo_vad, 100).await;
+        let cfg = run::RunConfig { barge_in, ..bridge.config(5, hold) };
+        let r = bridge.run(&cfg).await.report;
+        (r, bridge.stop().await)
     }
 
     /// The whole path over loopback: echo simulator, the real server in-process, 5 calls.
@@ -367,5 +558,144 @@ mod tests {
         assert_eq!(count(|k| matches!(k, K::ErrorSent { .. })), 0, "{log:?}");
         assert!(count(|k| matches!(k, K::Truncated { .. })) >= 1, "{log:?}");
         assert!(count(|k| matches!(k, K::ResponseDone { status, .. } if status == "cancelled")) >= 1);
+    }
+
+    /// Twice as many lines as the server admits: the excess is refused with HTTP 503
+    /// `max_calls`, timed, and (with `--expect-refusals`) not counted as failures; admitted
+    /// calls stream normally.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_excess_over_max_calls_is_refused_and_timed() {
+        let bridge = Bridge::start(false, 3).await;
+        let cfg = run::RunConfig { expect_refusals: true, ..bridge.config(6, Duration::from_secs(1)) };
+        let r = bridge.run(&cfg).await.report;
+        assert_eq!(r.calls_failed, 0, "{:?}", r.failures);
+        assert_eq!((r.calls_started, r.calls_completed, r.calls_refused), (6, 3, 3), "{r:?}");
+        assert_eq!(r.refused_first_dial, 3);
+        assert_eq!(r.refusals.get("HTTP 503 max_calls"), Some(&3), "{:?}", r.refusals);
+        assert_eq!(r.refusal_us.samples, 3);
+        assert!(r.refusal_us.max_us < 2_000_000, "{:?}", r.refusal_us);
+        assert_eq!(r.calls_live_at_hold_start, 3);
+        assert!(r.latency_us.samples > 0, "{r:?}");
+        assert!(report::table(std::slice::from_ref(&r)).contains("refusals at 6 calls"));
+
+        // Without --expect-refusals the same refusals are failures too.
+        let cfg = run::RunConfig { expect_refusals: false, ..cfg };
+        let r = bridge.run(&cfg).await.report;
+        assert_eq!((r.calls_refused, r.calls_failed), (3, 3), "{r:?}");
+        assert_eq!(r.failures.get("refused: HTTP 503 max_calls"), Some(&3), "{:?}", r.failures);
+        bridge.stop().await;
+    }
+
+    /// `--redial`: refused lines keep dialling through the hold (and are refused each time).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_lines_redial_until_the_hold_ends() {
+        let bridge = Bridge::start(false, 2).await;
+        let cfg = run::RunConfig {
+            expect_refusals: true,
+            redial: Some(Duration::from_millis(200)),
+            ..bridge.config(4, Duration::from_millis(1500))
+        };
+        let r = bridge.run(&cfg).await.report;
+        assert_eq!(r.calls_failed, 0, "{:?}", r.failures);
+        assert_eq!((r.calls_completed, r.refused_first_dial), (2, 2), "{r:?}");
+        assert!(r.calls_refused >= 8, "2 lines × ~1.5 s / 200 ms: {r:?}");
+        assert_eq!(r.redials, r.calls_started - 4);
+        assert_eq!(r.calls_refused, r.calls_started - 2);
+        assert_eq!(r.redial_ms, Some(200));
+        bridge.stop().await;
+    }
+
+    /// A draining server refuses with HTTP 503 `draining`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_draining_server_refuses_every_dial() {
+        let bridge = Bridge::start(false, 100).await;
+        bridge.server.shared().begin_drain();
+        let cfg = run::RunConfig { expect_refusals: true, ..bridge.config(2, Duration::from_millis(200)) };
+        let r = bridge.run(&cfg).await.report;
+        assert_eq!((r.calls_refused, r.calls_failed, r.calls_completed), (2, 0, 0), "{r:?}");
+        assert_eq!(r.refusals.get("HTTP 503 draining"), Some(&2), "{:?}", r.refusals);
+        bridge.stop().await;
+    }
+
+    /// `--call-duration`: calls hang up after their duration and their lines dial new ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_churn_with_a_call_duration() {
+        let bridge = Bridge::start(false, 100).await;
+        let cfg = run::RunConfig {
+            call_duration: Some((Duration::from_millis(700), Duration::from_millis(900))),
+            redial: Some(Duration::from_secs(1)),
+            samples: Some(run::Sampling { every: Duration::from_millis(200), limit_pct: 1.0, warm_up: None }),
+            ..bridge.config(3, Duration::from_secs(3))
+        };
+        let out = bridge.run(&cfg).await;
+        let r = out.report;
+        assert_eq!(r.calls_failed, 0, "{:?}", r.failures);
+        // Each call: ~0.8 s of media + 1 s grace + close, over ~3 s: at least one replacement.
+        assert!(r.calls_completed >= 6, "{r:?}");
+        assert!(r.redials >= 3, "{r:?}");
+        assert_eq!(r.calls_started, r.calls_completed, "{r:?}");
+        assert_eq!(r.close_timeouts, 0);
+        assert!(r.latency_us.samples > 0);
+        assert_eq!(r.call_duration_ms, Some([700, 900]));
+        // Server samples (this process) came along.
+        assert!(out.samples.len() >= 10, "{}", out.samples.len());
+        assert!(out.samples.iter().all(|s| s.rss_kib.is_some() && s.fds.is_some()));
+        assert!(out.samples.last().is_some_and(|s| s.completed == r.calls_completed));
+        let soak = r.soak.as_ref().unwrap();
+        assert!(soak.rss_kib.samples >= 5, "{soak:?}");
+        bridge.stop().await;
+    }
+
+    /// A bridge that accepts the upgrade and closes at once with `code`, before any message.
+    async fn closing_bridge(code: u16) -> std::net::SocketAddr {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use futures_util::StreamExt as _;
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: "full".into() };
+                    let _ = ws.close(Some(frame)).await;
+                    while ws.next().await.is_some() {}
+                });
+            }
+        });
+        addr
+    }
+
+    /// A close 1013 (try again later) before the bridge's first message is a refusal, timed
+    /// from the dial; a close 1011 is a failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_early_close_1013_is_a_refusal_and_1011_a_failure() {
+        for (code, refused) in [(1013u16, true), (1011, false)] {
+            let addr = closing_bridge(code).await;
+            let cfg = run::RunConfig {
+                url: format!("ws://{addr}/media/twilio"),
+                provider: BenchProvider::Twilio,
+                calls: 2,
+                hold: Duration::from_millis(200),
+                settle: Duration::ZERO,
+                ramp_per_s: 50.0,
+                shard_size: 2,
+                barge_in: None,
+                call_duration: None,
+                redial: None,
+                expect_refusals: true,
+                samples: None,
+            };
+            let r = run::run_once(&cfg, &probe::ServerProbe::default()).await.unwrap().report;
+            if refused {
+                assert_eq!((r.calls_refused, r.calls_failed), (2, 0), "{r:?}");
+                assert_eq!(r.refusals.get("close 1013 before any message"), Some(&2), "{:?}", r.refusals);
+                assert_eq!(r.refusal_us.samples, 2);
+            } else {
+                assert_eq!((r.calls_refused, r.calls_failed), (0, 2), "{r:?}");
+                assert_eq!(r.failures.get("closed early (close 1011)"), Some(&2), "{:?}", r.failures);
+            }
+        }
     }
 }

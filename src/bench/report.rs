@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::latency::Percentiles;
+use super::soak::SoakFigures;
 use super::wire::BenchProvider;
 
 /// One run's results.
@@ -17,18 +18,41 @@ pub struct RunReport {
     pub provider: BenchProvider,
     /// Calls started per second during the ramp.
     pub ramp_per_s: f64,
-    /// From the first call's start to the start of the hold (s).
+    /// From the first call's start until every line's first dial resolved (s).
     pub ramp_s: f64,
+    /// `--settle`: from the end of the ramp to the start of the hold (s).
+    pub settle_s: f64,
     /// Length of the hold window (s).
     pub hold_s: f64,
-    /// Connect attempts.
+    /// Dials (connect attempts), redials included.
     pub calls_started: u64,
     /// Calls that streamed to the end and hung up with `stop`.
     pub calls_completed: u64,
     /// Calls that failed (sum of `failures`).
     pub calls_failed: u64,
-    /// Failed calls by reason (`connect timeout`, `rejected: HTTP 503`, `closed early (…)`, …).
+    /// Failed calls by reason (`connect timeout`, `rejected: HTTP 429`, `closed early (…)`, …);
+    /// without `--expect-refusals` refused dials are failures too (`refused: HTTP 503 …`).
     pub failures: BTreeMap<String, u64>,
+    /// `--expect-refusals`: refused dials are an expected outcome, not failures.
+    pub refusals_expected: bool,
+    /// Refused dials: HTTP 503 on the upgrade, or a close 1013/1001 before the bridge's first
+    /// message. Counted and timed with or without `--expect-refusals`.
+    pub calls_refused: u64,
+    /// Refusals of a line's first dial (with every line dialled in the ramp and N admitted,
+    /// this is lines − N).
+    pub refused_first_dial: u64,
+    /// Refused dials by reason (`HTTP 503 max_calls`, `HTTP 503 draining`, …).
+    pub refusals: BTreeMap<String, u64>,
+    /// Time from starting a dial's connect to learning it was refused (µs).
+    pub refusal_us: Percentiles,
+    /// Dials after a line's first (`--redial`, `--call-duration`).
+    pub redials: u64,
+    /// `--call-duration`: the range each call's length is drawn from (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_duration_ms: Option<[u64; 2]>,
+    /// `--redial`: delay before a refused or failed line dials again (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redial_ms: Option<u64>,
     /// Calls streaming when the hold started (the per-call denominators use this).
     pub calls_live_at_hold_start: u64,
     /// Calls streaming when the hold ended.
@@ -65,6 +89,9 @@ pub struct RunReport {
     pub barge_in: Option<BargeInFigures>,
     /// Server figures; absent without `--server-pid` / `--metrics-url`.
     pub server: Option<ServerFigures>,
+    /// `--server-samples`: whether the server's RSS and descriptors levelled off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakFigures>,
     /// The harness's own cost.
     pub harness: HarnessFigures,
 }
@@ -184,11 +211,13 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// The stdout table: one row per run, then failure reasons if any. With `--barge-in`, a
-/// barge-in reaction section is added on the right, and the round-trip latency shows `-` (no
-/// samples: barge-ins drop echoed audio, so received bytes no longer match sent ones).
+/// The stdout table: one row per run, then failure and refusal reasons if any. With
+/// `--barge-in`, a barge-in reaction section is added on the right, and the round-trip latency
+/// shows `-` (no samples: barge-ins drop echoed audio, so received bytes no longer match sent
+/// ones). With refusals (or `--expect-refusals`), a refusal section is added on the right.
 pub(crate) fn table(runs: &[RunReport]) -> String {
     let barge_in = runs.iter().any(|r| r.barge_in.is_some());
+    let refusals = runs.iter().any(|r| r.refusals_expected || r.calls_refused > 0);
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = write!(
@@ -217,6 +246,9 @@ pub(crate) fn table(runs: &[RunReport]) -> String {
             "onsets", "p50 ms", "p90", "p99", "max", "no clr"
         );
     }
+    if refusals {
+        let _ = write!(out, " | {:>7} {:>7} {:>7} {:>7}", "refused", "p50 ms", "p99", "max");
+    }
     out.push('\n');
     let _ = write!(
         out,
@@ -225,6 +257,9 @@ pub(crate) fn table(runs: &[RunReport]) -> String {
     );
     if barge_in {
         let _ = write!(out, " | {:>45}", "barge-in: speech onset → clear (incl. VAD)");
+    }
+    if refusals {
+        let _ = write!(out, " | {:>31}", "refusals: dial → refused");
     }
     out.push('\n');
     for r in runs {
@@ -269,11 +304,34 @@ pub(crate) fn table(runs: &[RunReport]) -> String {
                 count(|b| b.no_clear_within_2s),
             );
         }
+        if refusals {
+            let p = &r.refusal_us;
+            let cell = |us: u64| if p.samples == 0 { "-".to_owned() } else { ms(us) };
+            let _ = write!(
+                out,
+                " | {:>7} {:>7} {:>7} {:>7}",
+                r.calls_refused,
+                cell(p.p50_us),
+                cell(p.p99_us),
+                cell(p.max_us)
+            );
+        }
         out.push('\n');
     }
     for r in runs.iter().filter(|r| !r.failures.is_empty()) {
         let reasons: Vec<String> = r.failures.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         let _ = writeln!(out, "failures at {} calls: {}", r.calls, reasons.join(", "));
+    }
+    for r in runs.iter().filter(|r| !r.refusals.is_empty()) {
+        let reasons: Vec<String> = r.refusals.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(
+            out,
+            "refusals at {} calls: {} (first dials: {}; {})",
+            r.calls,
+            reasons.join(", "),
+            r.refused_first_dial,
+            if r.refusals_expected { "expected" } else { "counted as failures" }
+        );
     }
     out
 }
@@ -288,11 +346,20 @@ pub(crate) mod tests {
             provider: BenchProvider::Twilio,
             ramp_per_s: 200.0,
             ramp_s: 1.0,
+            settle_s: 0.0,
             hold_s: 20.0,
             calls_started: calls as u64,
             calls_completed: calls as u64 - 1,
             calls_failed: 1,
             failures: BTreeMap::from([("connect timeout".to_owned(), 1)]),
+            refusals_expected: false,
+            calls_refused: 0,
+            refused_first_dial: 0,
+            refusals: BTreeMap::new(),
+            refusal_us: Percentiles::default(),
+            redials: 0,
+            call_duration_ms: None,
+            redial_ms: None,
             calls_live_at_hold_start: calls as u64 - 1,
             calls_live_at_hold_end: calls as u64 - 1,
             frames_sent: 200_000,
@@ -325,6 +392,7 @@ pub(crate) mod tests {
                 cpu_ms_per_call_second: Some(1.0),
                 kib_per_call: Some(100.0),
             }),
+            soak: None,
             harness: HarnessFigures {
                 cpu_ms_hold: Some(2000.0),
                 cpu_ms_per_call_second: Some(0.5),
@@ -386,6 +454,43 @@ pub(crate) mod tests {
         let plain = sample_run(100, true);
         let json = serde_json::to_value(SingleJson { environment: &env, run: &plain }).unwrap();
         assert!(json.get("barge_in").is_none(), "absent without --barge-in");
+    }
+
+    #[test]
+    fn refusals_add_a_section_and_a_reason_line() {
+        let mut over = sample_run(400, true);
+        over.refusals_expected = true;
+        over.calls_refused = 200;
+        over.refused_first_dial = 200;
+        over.refusals = BTreeMap::from([("HTTP 503 max_calls".to_owned(), 200)]);
+        over.refusal_us = Percentiles {
+            samples: 200,
+            p50_us: 1_200,
+            p99_us: 4_500,
+            max_us: 7_000,
+            ..Percentiles::default()
+        };
+        let t = table(&[over.clone(), sample_run(200, true)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("| refused  p50 ms     p99     max"), "{t}");
+        assert!(lines[1].ends_with("refusals: dial → refused"), "{t}");
+        assert!(lines[2].ends_with("|     200     1.2     4.5     7.0"), "{t}");
+        assert!(lines[3].ends_with("|       0       -       -       -"), "{t}");
+        let widths: Vec<usize> = lines[..4].iter().map(|l| l.chars().count()).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "aligned: {widths:?}\n{t}");
+        assert!(
+            t.contains("refusals at 400 calls: HTTP 503 max_calls: 200 (first dials: 200; expected)"),
+            "{t}"
+        );
+        let env = Environment::detect(1, BenchProvider::Twilio, "ws://127.0.0.1:1/media/twilio");
+        let json = serde_json::to_value(SingleJson { environment: &env, run: &over }).unwrap();
+        assert_eq!(json["calls_refused"], 200);
+        assert_eq!(json["refusal_us"]["p99_us"], 4_500);
+        assert_eq!(json["refusals"]["HTTP 503 max_calls"], 200);
+        assert_eq!(json["refusals_expected"], true);
+        assert!(json.get("call_duration_ms").is_none() && json.get("soak").is_none());
+        // No refusals anywhere: no section.
+        assert!(!table(&[sample_run(200, true)]).contains("refused"));
     }
 
     #[test]

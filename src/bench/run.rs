@@ -1,16 +1,18 @@
 //! One load run: build the shared frames, spawn the shards, wait for every connect, time the
 //! hold window (server CPU and RSS at its edges), then collect the shards' reports.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use tokio_util::sync::CancellationToken;
 
 use super::latency::Percentiles;
 use super::probe::{self, Sample, ServerProbe};
 use super::report::{BargeInFigures, HarnessFigures, RunReport, ServerFigures};
 use super::shard::{self, CLOSE_TIMEOUT, CONNECT_TIMEOUT, FRAME, GRACE, Plan, ShardReport, Window};
+use super::soak::{self, ServerSample};
 use super::wire::{self, BargeIn, BenchProvider};
 
 /// Delay between building the plan and the first call, so every shard is waiting when it starts.
@@ -28,14 +30,41 @@ pub(crate) struct RunConfig {
     pub provider: BenchProvider,
     /// Concurrent calls.
     pub calls: usize,
-    /// Hold time after the ramp.
+    /// Hold time after the ramp and the settle time.
     pub hold: Duration,
+    /// `--settle`: between the ramp and the hold, calls stream unmeasured this long.
+    pub settle: Duration,
     /// Calls started per second.
     pub ramp_per_s: f64,
     /// Calls per shard task.
     pub shard_size: usize,
     /// `--barge-in`: alternate speech and silence and time each onset's `clear`.
     pub barge_in: Option<BargeIn>,
+    /// `--call-duration`: calls hang up after a duration from this range and are replaced.
+    pub call_duration: Option<(Duration, Duration)>,
+    /// `--redial`: refused or failed lines dial again after this long, until the hold ends.
+    pub redial: Option<Duration>,
+    /// `--expect-refusals`: refused dials are not failures.
+    pub expect_refusals: bool,
+    /// `--server-samples`: sample the server (`--server-pid`) this often and judge its drift.
+    pub samples: Option<Sampling>,
+}
+
+/// `--server-samples` settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sampling {
+    /// Sampling period.
+    pub every: Duration,
+    /// `--drift-limit`: allowed growth per 10 minutes, percent of the mean.
+    pub limit_pct: f64,
+    /// `--warm-up`: start of the hold left out of the verdict (default: its first half).
+    pub warm_up: Option<Duration>,
+}
+
+/// A run's report, and its server samples if asked for.
+pub(crate) struct RunOutcome {
+    pub report: RunReport,
+    pub samples: Vec<ServerSample>,
 }
 
 /// Runs one load run against `cfg.url`, reading the server through `server`.
@@ -43,7 +72,7 @@ pub(crate) struct RunConfig {
 /// # Errors
 /// If the options are out of range, the fixtures are broken, or the shards do not finish
 /// within their bound.
-pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::Result<RunReport> {
+pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::Result<RunOutcome> {
     if cfg.calls == 0 || !(cfg.ramp_per_s.is_finite() && cfg.ramp_per_s > 0.0) || cfg.shard_size == 0 {
         bail!("need calls ≥ 1, a positive ramp and a shard size ≥ 1");
     }
@@ -52,7 +81,7 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
     // The controller starts the hold once every connect resolved, at the latest here.
     let connect_bound = START_DELAY + ramp_span + CONNECT_TIMEOUT + Duration::from_secs(1);
     // A call sends at most from t_start to the end of the latest possible hold.
-    let frame_count = ((connect_bound + cfg.hold).as_millis() / FRAME.as_millis()) as usize + 2;
+    let frame_count = ((connect_bound + cfg.settle + cfg.hold).as_millis() / FRAME.as_millis()) as usize + 2;
     let audio = wire::caller_audio(cfg.provider)?;
     let frames = match cfg.barge_in {
         Some(pattern) => wire::barge_in_frames(cfg.provider, &audio, pattern, frame_count)?,
@@ -69,28 +98,46 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
         frames,
         connected: wire::connected(cfg.provider),
         barge_in: cfg.barge_in,
+        call_duration: cfg.call_duration,
+        redial: cfg.redial,
         seed,
         t_start: t_created + START_DELAY,
         ramp_interval,
         window: OnceLock::new(),
         resolved: AtomicUsize::new(0),
         live: AtomicUsize::new(0),
+        completed: AtomicU64::new(0),
     });
+    let stop_sampling = CancellationToken::new();
+    let sampler = match (cfg.samples, server.pid) {
+        (Some(s), Some(pid)) => Some(tokio::spawn(soak::sample_until(
+            pid,
+            s.every,
+            server.clone(),
+            plan.clone(),
+            stop_sampling.clone(),
+        ))),
+        _ => None,
+    };
     let shards = cfg.calls.div_ceil(cfg.shard_size);
     let mut handles = Vec::with_capacity(shards);
     for s in 0..shards {
-        let first = s * cfg.shard_size;
-        let count = cfg.shard_size.min(cfg.calls - first);
+        // Lines s, s + shards, s + 2·shards, …: whichever lines end up live (with refusals,
+        // the first ones dialled), they are spread over every shard.
+        let lines = shard::Lines { offset: s, stride: shards, count: (cfg.calls - s).div_ceil(shards) };
         // Spread the shards' ticks over the 20 ms period instead of sending in one burst.
         let phase = FRAME.mul_f64(s as f64 / shards as f64);
-        handles.push(tokio::spawn(shard::run(plan.clone(), first, count, phase)));
+        handles.push(tokio::spawn(shard::run(plan.clone(), lines, phase)));
     }
 
-    // Ramp: wait until every connect has succeeded or failed.
+    // Ramp: wait until every line's first dial has succeeded, failed or been refused.
     let connect_deadline = t_created + connect_bound;
     while plan.resolved.load(Ordering::Relaxed) < cfg.calls && Instant::now() < connect_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let ramp_end = Instant::now();
+    // Calls stream a while before anything is measured (`--settle`).
+    tokio::time::sleep(cfg.settle).await;
     let hold_start = Instant::now();
     let hold_end = hold_start + cfg.hold;
     let live_at_start = plan.live.load(Ordering::Relaxed);
@@ -111,6 +158,22 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
             .context("a shard task panicked")?;
         total.merge(&shard);
     }
+    stop_sampling.cancel();
+    let samples = match sampler {
+        Some(task) => task.await.context("the sampler panicked")?,
+        None => Vec::new(),
+    };
+    let soak = cfg.samples.filter(|_| !samples.is_empty()).map(|s| {
+        let since_start = |t: Instant| t.saturating_duration_since(plan.t_start).as_secs_f64();
+        let hold = [since_start(hold_start), since_start(hold_end)];
+        soak::drift(&samples, s.every, hold, s.warm_up, s.limit_pct)
+    });
+    let mut failures = total.failed;
+    if !cfg.expect_refusals {
+        for (reason, n) in &total.refused {
+            *failures.entry(format!("refused: {reason}")).or_default() += n;
+        }
+    }
 
     let call_seconds = live_at_start as f64 * hold_s;
     let server_figures =
@@ -118,16 +181,25 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
     let harness_cpu_ms = cpu_ms(h0, h1);
     let frame_bytes = cfg.provider.frame_bytes() as u64;
     let bytes_per_ms = cfg.provider.format().bytes_per_ms().max(1) as u64;
-    Ok(RunReport {
+    let report = RunReport {
         calls: cfg.calls,
         provider: cfg.provider,
         ramp_per_s: cfg.ramp_per_s,
-        ramp_s: (hold_start - plan.t_start).as_secs_f64(),
+        ramp_s: ramp_end.saturating_duration_since(plan.t_start).as_secs_f64(),
+        settle_s: (hold_start - ramp_end).as_secs_f64(),
         hold_s,
         calls_started: total.started,
         calls_completed: total.completed,
-        calls_failed: total.failed.values().sum(),
-        failures: total.failed,
+        calls_failed: failures.values().sum(),
+        failures,
+        refusals_expected: cfg.expect_refusals,
+        calls_refused: total.refused.values().sum(),
+        refused_first_dial: total.refused_first,
+        refusals: total.refused,
+        refusal_us: Percentiles::of(&total.refusal),
+        redials: total.redials,
+        call_duration_ms: cfg.call_duration.map(|(a, b)| [a.as_millis() as u64, b.as_millis() as u64]),
+        redial_ms: cfg.redial.map(|d| d.as_millis() as u64),
         calls_live_at_hold_start: live_at_start as u64,
         calls_live_at_hold_end: live_at_end as u64,
         frames_sent: total.frames_sent,
@@ -151,6 +223,7 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
             reaction_us: Percentiles::of(&total.barge_in),
         }),
         server: server_figures,
+        soak,
         harness: HarnessFigures {
             cpu_ms_hold: harness_cpu_ms,
             cpu_ms_per_call_second: harness_cpu_ms.and_then(|c| per(c, call_seconds)),
@@ -158,7 +231,8 @@ pub(crate) async fn run_once(cfg: &RunConfig, server: &ServerProbe) -> anyhow::R
             shard_size: cfg.shard_size,
             frame_bytes,
         },
-    })
+    };
+    Ok(RunOutcome { report, samples })
 }
 
 fn cpu_ms(a: Sample, b: Sample) -> Option<f64> {
