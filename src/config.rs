@@ -116,7 +116,7 @@ pub const ENV_SIGNALWIRE_SIGNING_KEY: &str = "SIGNALWIRE_SIGNING_KEY";
 pub const ENV_STREAM_TOKEN_KEY: &str = "STREAM_TOKEN_KEY";
 /// How long a stream token minted by `/twiml` stays valid; default `60s`.
 pub const ENV_STREAM_TOKEN_TTL: &str = "STREAM_TOKEN_TTL";
-/// Media-stream upgrades allowed per client IP per minute; default `120`.
+/// Media-stream upgrades allowed per client IP per minute; default `1200` (providers stream from few addresses: a busy instance gets many calls per minute from one IP).
 pub const ENV_UPGRADES_PER_IP_PER_MINUTE: &str = "UPGRADES_PER_IP_PER_MINUTE";
 /// Header holding the client IP behind a trusted proxy (e.g. `Fly-Client-IP`); unset uses the
 /// TCP peer address.
@@ -183,7 +183,7 @@ pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
 /// Default of [`ENV_STREAM_TOKEN_TTL`].
 pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Default of [`ENV_UPGRADES_PER_IP_PER_MINUTE`].
-pub const DEFAULT_UPGRADES_PER_IP_PER_MINUTE: u32 = 120;
+pub const DEFAULT_UPGRADES_PER_IP_PER_MINUTE: u32 = 1200;
 /// Default of [`ENV_TOOL_FILLER_DELAY`].
 pub const DEFAULT_TOOL_FILLER_DELAY: Duration = Duration::from_millis(1500);
 /// Default of [`ENV_ANTHROPIC_BASE_URL`].
