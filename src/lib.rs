@@ -40,3 +40,10 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+
+/// The clock for unit tests of the sans-IO core: the core never reads a clock, so its tests
+/// take their starting instant from here, outside `core`.
+#[cfg(test)]
+pub(crate) fn test_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn keys_batch_until_the_gap() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut b = DtmfBatch::default();
         b.push('1', t0, GAP);
         b.push('2', t0 + Duration::from_millis(400), GAP);
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn hash_and_a_full_batch_flush_at_once() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut b = DtmfBatch::default();
         b.push('9', t0, GAP);
         b.push('#', t0, GAP);

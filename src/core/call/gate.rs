@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn busy_from_request_to_done() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut g = ResponseGate::default();
         assert!(!g.busy());
         g.sent(t0, false);
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_lost_request_expires() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut g = ResponseGate::default();
         g.sent(t0, false);
         assert_eq!(g.deadline(), Some(t0 + REQUEST_TIMEOUT));
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn refused_request_is_owed_again_but_a_filler_is_not() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut g = ResponseGate::default();
         g.sent(t0, false);
         g.refused();
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_new_session_forgets_responses_but_not_what_is_owed() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut g = ResponseGate::default();
         g.sent(t0, true);
         g.created("resp_f");
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn fillers_are_remembered_as_asides() {
-        let t0 = Instant::now();
+        let t0 = crate::test_epoch();
         let mut g = ResponseGate::default();
         g.sent(t0, true);
         g.created("resp_f");
