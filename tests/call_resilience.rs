@@ -75,11 +75,12 @@ struct H {
 impl H {
     fn new(tune: impl FnOnce(&mut CallParams)) -> Self {
         let mut params = default_call_params();
-        params.session.tools.push(FunctionTool {
+        params.session.tools = [FunctionTool {
             name: "lookup_order".into(),
             description: "Look up an order.".into(),
             parameters: serde_json::json!({"type": "object", "properties": {}}),
-        });
+        }]
+        .into();
         tune(&mut params);
         let t0 = Instant::now();
         Self {
@@ -523,6 +524,27 @@ fn a_caller_mid_turn_is_heard_again_by_the_new_session() {
     let turns = h.call.transcript();
     assert_eq!(turns.len(), 1);
     assert_eq!(turns[0].text, QUESTION);
+}
+
+#[test]
+fn a_long_turn_is_replayed_whole_though_quiet_audio_is_not_kept() {
+    // While the session is up the history keeps a 2 s tail, and an open turn from its start.
+    let mut h = H::new(|_| {});
+    h.start_live(AudioFormat::PCMU_8K);
+    h.run(10_000);
+    let speech_at = h.caller_bytes.len();
+    h.speech_started("item_u1");
+    h.run(5_000);
+    h.kill();
+    let i = h.log_len();
+    h.connect();
+    let out = h.since(i);
+    assert_eq!(appends(&out).concat(), h.caller_bytes[speech_at - 800 * 8..]);
+    assert!(
+        matches!(h.events.last(), Some(UpstreamEvent::Restored { replayed_ms: 5_800, .. })),
+        "{:?}",
+        h.events
+    );
 }
 
 #[test]

@@ -701,7 +701,8 @@ impl Call {
             model_format,
             transcoder,
             next_ts: None,
-            scratch: Vec::with_capacity(4096),
+            // Grows on first use: only transcoding and gap filling need it.
+            scratch: Vec::new(),
             playback: Playback::new(provider_format, p.max_lead_ms, p.mark_interval_ms, p.max_buffered_ms),
             active_response: None,
             cancelled: VecDeque::with_capacity(CANCELLED_KEPT),
@@ -748,6 +749,7 @@ impl Call {
             }
             Phase::Ended => return,
         };
+        let session_up = pending.is_none() && !held;
         let fmt = bridge.provider_format;
         let dur = fmt.duration_ms(m.audio.len());
         let mut deliver = |audio_b64: String, ms: u64, out: &mut VecDeque<Output>| match &mut pending {
@@ -775,6 +777,10 @@ impl Call {
         }
         bridge.next_ts = Some(bridge.next_ts.unwrap_or(0).max(m.timestamp_ms.saturating_add(dur)));
         bridge.history.push(m.audio);
+        if session_up {
+            // A session is there: only an open turn and a short tail may be needed again.
+            bridge.history.keep_from(bridge.turn_from.unwrap_or(u64::MAX));
+        }
         if held {
             if let Some(ms) = gap_filled {
                 out.push_back(Output::Event(CallEvent::GapFilled { ms }));
@@ -954,11 +960,13 @@ impl Call {
             }
             ServerEvent::InputTranscriptionCompleted { item_id, transcript } => {
                 self.transcript.caller_text(&item_id, &transcript, at);
+                self.caller_turn_settled(&item_id);
                 self.emit_final_turns();
                 self.maybe_finish_draining(now);
             }
             ServerEvent::InputTranscriptionFailed { item_id, .. } => {
                 self.transcript.caller_text(&item_id, "", at);
+                self.caller_turn_settled(&item_id);
                 self.emit_final_turns();
                 self.maybe_finish_draining(now);
             }
@@ -1023,6 +1031,17 @@ impl Call {
     }
 
     /// `audio_start_ms`: where the speech starts in this session's input audio (the event's).
+    /// The caller's turn `item_id` has its transcription: once they are quiet, a new session
+    /// would not replay it (see `detach`), so its audio need not be kept.
+    fn caller_turn_settled(&mut self, item_id: &str) {
+        let Some(b) = self.bridge_mut() else { return };
+        if !b.caller_speaking && b.caller_item.as_deref() == Some(item_id) {
+            b.turn_from = None;
+            b.history.keep_from(u64::MAX);
+            b.history.shrink();
+        }
+    }
+
     fn on_speech_started(&mut self, now: Instant, item_id: &str, audio_start_ms: u64) {
         let at = self.ms_since_start(now);
         self.transcript.caller_started(item_id, at);

@@ -340,12 +340,24 @@ pub(super) struct Resume {
     skip: Vec<String>,
 }
 
+/// Caller audio kept while a session is up and no caller turn may have to be replayed (ms):
+/// `speech_started` points back into it ([`REPLAY_LEAD_MS`] before the VAD's
+/// `audio_start_ms`, which trails the event by the VAD's padding and detection time).
+pub(super) const LIVE_TAIL_MS: u32 = 2_000;
+
 /// The caller's recent audio in provider format, so a new session can hear what the old one
 /// did not: a byte ring of at most `cap` bytes plus the stream position of its end.
+///
+/// The ring grows with what is needed (it doubles, so recording allocates a few times per
+/// call, not per frame): while the session is up only [`LIVE_TAIL_MS`] and an open caller turn
+/// are kept ([`keep_from`](Self::keep_from)), so a call costs 16 KB here for μ-law rather than
+/// the whole `hold_ms` (64 KB) it may need during an outage.
 #[derive(Debug)]
 pub(super) struct CallerHistory {
     ring: VecDeque<u8>,
     cap: usize,
+    /// [`LIVE_TAIL_MS`] in bytes (at most `cap`).
+    tail: usize,
     /// Sample size (1 for G.711, 2 for L16), so dropping from the front keeps samples whole.
     align: usize,
     /// Bytes recorded since the stream started; the ring holds `[end − len, end)`.
@@ -353,11 +365,27 @@ pub(super) struct CallerHistory {
 }
 
 impl CallerHistory {
-    /// Keeps up to `hold_ms` of `format`. The ring is allocated here, once, so recording never
-    /// allocates per frame.
+    /// Keeps up to `hold_ms` of `format`.
     pub(super) fn new(format: AudioFormat, hold_ms: u32) -> Self {
         let cap = format.bytes_for_ms(hold_ms);
-        Self { ring: VecDeque::with_capacity(cap), cap, align: format.bytes_per_sample().max(1), end: 0 }
+        let tail = format.bytes_for_ms(LIVE_TAIL_MS).min(cap);
+        Self { ring: VecDeque::new(), cap, tail, align: format.bytes_per_sample().max(1), end: 0 }
+    }
+
+    /// Drops what lies before stream position `from`, keeping at least the last
+    /// [`LIVE_TAIL_MS`] (whole samples).
+    pub(super) fn keep_from(&mut self, from: u64) {
+        let from = from.min(self.end.saturating_sub(self.tail as u64));
+        let drop = usize::try_from(from.saturating_sub(self.start())).unwrap_or(usize::MAX);
+        let drop = drop / self.align * self.align;
+        self.ring.drain(..drop.min(self.ring.len()));
+    }
+
+    /// Gives back the memory a long turn or an outage took, once only the tail is kept.
+    pub(super) fn shrink(&mut self) {
+        if self.ring.capacity() > 2 * self.tail && self.ring.len() <= self.tail {
+            self.ring.shrink_to(self.tail);
+        }
     }
 
     /// Records caller audio (the oldest is dropped beyond the bound).
@@ -946,6 +974,34 @@ mod tests {
         let mut off = CallerHistory::new(AudioFormat::PCMU_8K, 0);
         off.push(&[1; 160]);
         assert_eq!((off.start(), off.end()), (160, 160));
+    }
+
+    #[test]
+    fn a_live_history_keeps_the_tail_or_the_open_turn() {
+        let tail = AudioFormat::PCMU_8K.bytes_for_ms(LIVE_TAIL_MS) as u64;
+        let mut h = CallerHistory::new(AudioFormat::PCMU_8K, 8_000);
+        for _ in 0..400 {
+            h.push(&[7; 160]);
+            h.keep_from(u64::MAX);
+        }
+        assert_eq!((h.start(), h.end()), (64_000 - tail, 64_000));
+        // A turn that opened 3 s back stays whole, beyond the tail.
+        let turn = h.end() - tail;
+        for _ in 0..150 {
+            h.push(&[7; 160]);
+            h.keep_from(turn);
+        }
+        assert_eq!(h.start(), turn);
+        let grown = h.ring.capacity();
+        h.keep_from(u64::MAX);
+        h.shrink();
+        assert_eq!(h.end() - h.start(), tail);
+        assert!(h.ring.capacity() < grown, "{} < {grown}", h.ring.capacity());
+        // L16: whole samples only.
+        let mut l16 = CallerHistory::new(AudioFormat::PCM16_24K, 8_000);
+        l16.push(&[0; 200_000]);
+        l16.keep_from(100_001);
+        assert_eq!(l16.start(), 100_000, "the drop is a whole number of samples");
     }
 
     #[test]
