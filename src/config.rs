@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::call::CallParams;
@@ -766,7 +767,7 @@ fn default_session() -> SessionConfig {
             prompt: None,
         }),
         noise_reduction: Some(NoiseReduction::NearField),
-        tools: Vec::new(),
+        tools: Arc::from([]),
     }
 }
 

@@ -164,7 +164,7 @@ async fn serve() -> anyhow::Result<()> {
     let rest = rest_clients(&cfg.control).context("provider REST client")?;
     let tools = Arc::new(tool_runtime(&cfg, &rest)?);
     let mut params = cfg.call.clone();
-    params.session.tools = tools.declared();
+    params.session.tools = tools.declared().into();
     params.filler_delay = cfg.tools.filler_delay;
     let shared = Arc::new(
         Shared::new(

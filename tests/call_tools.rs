@@ -35,12 +35,13 @@ impl Harness {
 
     fn live_with(tune: impl FnOnce(&mut CallParams)) -> Self {
         let mut params = default_call_params();
-        params.session.tools = builtin_tools();
-        params.session.tools.push(FunctionTool {
+        let mut tools = builtin_tools();
+        tools.push(FunctionTool {
             name: "lookup_order".into(),
             description: "Look up an order.".into(),
             parameters: json!({"type":"object","properties":{"order":{"type":"string"}}}),
         });
+        params.session.tools = tools.into();
         tune(&mut params);
         let now = Instant::now();
         let mut h = Self { call: Call::new(now, params), t0: now, now };
@@ -227,7 +228,7 @@ fn is_filler(e: &&ClientEvent) -> bool {
 #[test]
 fn session_declares_the_tools() {
     let mut params = default_call_params();
-    params.session.tools = builtin_tools();
+    params.session.tools = builtin_tools().into();
     let mut call = Call::new(Instant::now(), params);
     let now = Instant::now();
     let start = StreamStart {

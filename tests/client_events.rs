@@ -52,7 +52,8 @@ fn pcmu_session() -> SessionConfig {
                 "properties": {"when": {"type": "string", "description": "ISO 8601 start"}},
                 "required": ["when"]
             }),
-        }],
+        }]
+        .into(),
     }
 }
 
@@ -72,7 +73,7 @@ fn pcm24k_session() -> SessionConfig {
         },
         transcription: None,
         noise_reduction: Some(NoiseReduction::FarField),
-        tools: Vec::new(),
+        tools: Vec::new().into(),
     }
 }
 
@@ -88,7 +89,7 @@ fn manual_session() -> SessionConfig {
         turn_detection: TurnDetection::Manual,
         transcription: None,
         noise_reduction: None,
-        tools: Vec::new(),
+        tools: Vec::new().into(),
     }
 }
 
@@ -101,7 +102,7 @@ fn events() -> Vec<(&'static str, ClientEvent)> {
         (
             "session with the built-in tools",
             ClientEvent::SessionUpdate(Box::new(SessionConfig {
-                tools: callbridge::core::call::builtin_tools(),
+                tools: callbridge::core::call::builtin_tools().into(),
                 ..pcmu_session()
             })),
         ),

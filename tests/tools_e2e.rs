@@ -49,7 +49,7 @@ async fn rig(script: Vec<ScriptedToolCall>, custom: Vec<CustomTool>, filler: Opt
         signalwire: None,
     };
     let mut params = config::default_call_params();
-    params.session.tools = tools.declared();
+    params.session.tools = tools.declared().into();
     params.filler_delay = filler;
     let shared = Arc::new(
         Shared::new(UpstreamConfig::simulator(sim.url()), params, config::DEFAULT_MAX_MESSAGE_BYTES, 8, None)

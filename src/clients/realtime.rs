@@ -71,9 +71,10 @@ pub async fn connect(cfg: &UpstreamConfig) -> Result<RealtimeSocket, ConnectErro
         .map_err(|_| ConnectError::Request("API key is not a valid header".into()))?;
     value.set_sensitive(true);
     req.headers_mut().insert(name, value);
-    // Small read chunks keep idle calls cheap; the buffer grows for large events when needed.
+    // Small read chunks keep calls cheap (tungstenite allocates and zero-fills the chunk for
+    // every read); the buffer grows for large events when needed.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(cfg.max_message_bytes))

@@ -29,6 +29,7 @@
 //! omits `response_id` when `None`, and no event carries an `event_id`.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::core::audio::AudioFormat;
 
@@ -160,8 +161,9 @@ pub struct SessionConfig {
     pub transcription: Option<Transcription>,
     /// Input noise reduction; `None` is sent as `null` (off).
     pub noise_reduction: Option<NoiseReduction>,
-    /// Functions the model may call; empty = `tools` and `tool_choice` omitted.
-    pub tools: Vec<FunctionTool>,
+    /// Functions the model may call; empty = `tools` and `tool_choice` omitted. Shared: every
+    /// call's session declares the same tools, and their JSON schemas are kilobytes.
+    pub tools: Arc<[FunctionTool]>,
 }
 
 /// A Realtime client event the bridge sends. Owned, so it can sit in an output queue.

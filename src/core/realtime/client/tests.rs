@@ -40,7 +40,8 @@ fn phone_config() -> SessionConfig {
             name: "book_appointment".into(),
             description: "Book a visit".into(),
             parameters: json!({"type":"object","properties":{"when":{"type":"string"}},"required":["when"]}),
-        }],
+        }]
+        .into(),
     }
 }
 
@@ -106,7 +107,7 @@ fn session_update_nulls_and_omissions() {
             prompt: Some("Acme".into()),
         }),
         noise_reduction: Some(NoiseReduction::FarField),
-        tools: Vec::new(),
+        tools: Vec::new().into(),
     };
     assert_eq!(
         encoded(&ClientEvent::SessionUpdate(Box::new(config.clone()))),
