@@ -291,6 +291,11 @@ impl<'s> CallDriver<'s> {
         // Created once: re-registering a fresh waiter on every message costs a lock per frame.
         let stopped = stop_calls.cancelled();
         tokio::pin!(stopped);
+        // One timer for the call's life, moved only when the state machine's deadline moves: a
+        // fresh one per input would enter and leave the timer wheel on every frame.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         let end = loop {
             self.barged_in = false;
             match self.flush().await {
@@ -306,6 +311,12 @@ impl<'s> CallDriver<'s> {
                 self.on_upstream_event(ev);
             }
             let deadline = self.call.poll_timeout();
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(d.into());
+                }
+                armed = deadline;
+            }
             tokio::select! {
                 msg = self.provider.recv(), if self.provider_open => self.on_provider(msg, provider_name),
                 msg = next_upstream(&mut self.upstream) => self.on_upstream(msg),
@@ -322,7 +333,10 @@ impl<'s> CallDriver<'s> {
                         Ok(socket) => {
                             // A recycle is make-before-break: the old session served until now.
                             if let Some(mut old) = self.upstream.replace(socket) {
-                                let _ = tokio::time::timeout(Duration::from_millis(200), old.close(None)).await;
+                                // Closed on the side: the call goes on with the new session now.
+                                tokio::spawn(async move {
+                                    let _ = tokio::time::timeout(Duration::from_millis(200), old.close(None)).await;
+                                });
                             }
                             self.call.handle_upstream_connected(now);
                         }
@@ -334,11 +348,15 @@ impl<'s> CallDriver<'s> {
                         }
                     }
                 }
-                _ = sleep_until(deadline) => self.call.handle_timeout(Instant::now()),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.call.handle_timeout(Instant::now());
+                }
                 _ = &mut stopped => self.call.handle_shutdown(Instant::now()),
             }
         };
-        self.finish(end).await
+        // Boxed: the ending's state would otherwise enlarge every call's future for its whole life.
+        Box::pin(self.finish(end)).await
     }
 
     /// Writes everything the call asked for; batches writes per socket and flushes once.
@@ -744,9 +762,10 @@ impl<'s> CallDriver<'s> {
         });
         let frame = CloseFrame { code, reason: text.into() };
         let _ = timed(self.provider.send(Message::Close(Some(frame)))).await;
-        if let Some(mut up) = self.upstream.take() {
+        if let Some(up) = self.upstream.as_mut() {
             let _ = timed(up.close(None)).await;
         }
+        self.upstream = None;
         if let EndReason::UpstreamError { code } = &reason {
             self.record.end_detail.get_or_insert_with(|| code.clone());
         }
@@ -803,13 +822,6 @@ async fn poll_connect(c: &mut Option<ConnectFuture>) -> Result<RealtimeSocket, C
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn is_capacity_error(e: &axum::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
@@ -819,4 +831,19 @@ fn is_capacity_error(e: &axum::Error) -> bool {
         src = err.source();
     }
     false
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The call's task is allocated when the call starts and lives as long, so its future's
+    /// size is memory per call (it was 17 KiB while the ending was awaited inline).
+    #[test]
+    fn a_call_task_stays_small() {
+        fn future_size<A, F>(_: impl Fn(A) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = future_size(|(s, slot): (WebSocket, CallSlot)| run_call(s, Dialect::Twilio, slot));
+        assert!(size <= 10 * 1024, "run_call's future is {size} bytes");
+    }
 }
