@@ -528,7 +528,7 @@ fn a_caller_mid_turn_is_heard_again_by_the_new_session() {
 
 #[test]
 fn a_long_turn_is_replayed_whole_though_quiet_audio_is_not_kept() {
-    // While the session is up the history keeps a 2 s tail, and an open turn from its start.
+    // While the session is up the history keeps a 1.5 s tail, and an open turn from its start.
     let mut h = H::new(|_| {});
     h.start_live(AudioFormat::PCMU_8K);
     h.run(10_000);

@@ -343,15 +343,16 @@ pub(super) struct Resume {
 /// Caller audio kept while a session is up and no caller turn may have to be replayed (ms):
 /// `speech_started` points back into it ([`REPLAY_LEAD_MS`] before the VAD's
 /// `audio_start_ms`, which trails the event by the VAD's padding and detection time).
-pub(super) const LIVE_TAIL_MS: u32 = 2_000;
+pub(super) const LIVE_TAIL_MS: u32 = 1_500;
 
 /// The caller's recent audio in provider format, so a new session can hear what the old one
 /// did not: a byte ring of at most `cap` bytes plus the stream position of its end.
 ///
-/// The ring grows with what is needed (it doubles, so recording allocates a few times per
-/// call, not per frame): while the session is up only [`LIVE_TAIL_MS`] and an open caller turn
-/// are kept ([`keep_from`](Self::keep_from)), so a call costs 16 KB here for μ-law rather than
-/// the whole `hold_ms` (64 KB) it may need during an outage.
+/// The ring grows with what is needed (first to the tail, then doubling up to `cap`, so
+/// recording allocates a few times per call, not per frame): while the session is up only
+/// [`LIVE_TAIL_MS`] and an open caller turn are kept ([`keep_from`](Self::keep_from)), so a
+/// call costs 12 KB here for μ-law rather than the whole `hold_ms` (64 KB) it may need during
+/// an outage.
 #[derive(Debug)]
 pub(super) struct CallerHistory {
     ring: VecDeque<u8>,
@@ -399,6 +400,14 @@ impl CallerHistory {
         if over > 0 {
             let drop = over.div_ceil(self.align) * self.align;
             self.ring.drain(..drop.min(self.ring.len()));
+        }
+        let needed = self.ring.len() + bytes.len();
+        if needed > self.ring.capacity() {
+            let grown = match self.ring.capacity() {
+                0 => self.tail + 2 * bytes.len(),
+                c => c * 2,
+            };
+            self.ring.reserve_exact(grown.min(self.cap).max(needed) - self.ring.len());
         }
         self.ring.extend(bytes.iter().copied());
     }
@@ -997,6 +1006,12 @@ mod tests {
         h.shrink();
         assert_eq!(h.end() - h.start(), tail);
         assert!(h.ring.capacity() < grown, "{} < {grown}", h.ring.capacity());
+        // A turn longer than the hold: the ring stops growing at the bound.
+        for _ in 0..600 {
+            h.push(&[7; 160]);
+            h.keep_from(0);
+        }
+        assert_eq!((h.end() - h.start(), h.ring.capacity()), (64_000, 64_000));
         // L16: whole samples only.
         let mut l16 = CallerHistory::new(AudioFormat::PCM16_24K, 8_000);
         l16.push(&[0; 200_000]);
