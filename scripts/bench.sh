@@ -22,14 +22,10 @@
 # Both background processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# raise_fd_limit, free_port, stop_pids, wait_for
+source scripts/lib/bench-procs.sh
 
-# 1000+ calls need about three descriptors each (harness, server, server→simulator).
-hard=$(ulimit -Hn)
-if [[ "$hard" == unlimited ]]; then
-    ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-else
-    ulimit -n "$hard" 2>/dev/null || true
-fi
+raise_fd_limit
 echo "== open-file limit: $(ulimit -n)"
 
 if [[ -n "${BENCH_BIN:-}" ]]; then
@@ -44,64 +40,14 @@ fi
 logs=${BENCH_LOGS:-out/bench-logs}
 mkdir -p "$logs"
 
-# A loopback port nothing listens on right now, below the ephemeral range: a port the kernel
-# hands to outgoing connections (the harness opens thousands) may be taken by the time we bind.
-read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
-if ((eph_low > 12000)); then
-    port_lo=10000 port_span=$((eph_low - 10000))
-else
-    port_lo=20000 port_span=40000
-fi
-free_port() {
-    local port
-    for _ in $(seq 1 100); do
-        port=$((port_lo + RANDOM % port_span))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-
 sim_pid=""
 server_pid=""
 cleanup() {
-    local pid
-    for pid in "$server_pid" "$sim_pid"; do
-        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-        fi
-    done
-    for pid in "$server_pid" "$sim_pid"; do
-        if [[ -n "$pid" ]]; then
-            # Give each a few seconds to drain, then insist.
-            for _ in $(seq 1 50); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -KILL "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
+    stop_pids "$server_pid" "$sim_pid"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-wait_for() { # description, command...
-    local what=$1
-    shift
-    for _ in $(seq 1 100); do
-        if "$@" >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "$what did not come up; see $logs/" >&2
-    return 1
-}
 
 # --barge-in needs speech_started from the simulator: echo mode with its VAD on.
 sim_flags=(--echo)
