@@ -139,14 +139,8 @@ start_bridge() {
     local log="$logs/$name-$round.log"
     case "$name" in
     callbridge)
-        HOST=127.0.0.1 PORT="$port" \
-            OPENAI_API_KEY=sim-key-not-a-secret \
-            OPENAI_REALTIME_URL="$upstream" \
-            MAX_CALLS="${MAX_CALLS:-5000}" LOG_FORMAT=json RUST_LOG=warn \
-            UPGRADES_PER_IP_PER_MINUTE="${UPGRADES_PER_IP_PER_MINUTE:-0}" \
-            TWILIO_VALIDATE_SIGNATURE=false CALLBRIDGE_DATA_DIR="$logs/data" SUMMARY_MODEL=off \
-            "$bin" serve >"$log" 2>&1 &
-        bridge_pid=$!
+        start_callbridge "$bin" "$port" "$upstream" "$logs/data" "$log"
+        bridge_pid=$server_pid
         url="ws://127.0.0.1:$port/media/twilio"
         wait_for "callbridge" curl -fsS "http://127.0.0.1:$port/healthz"
         ;;

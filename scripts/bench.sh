@@ -66,14 +66,7 @@ wait_for "the simulator" bash -c "exec 3<>/dev/tcp/127.0.0.1/$sim_port"
 port=$(free_port)
 max_calls=${MAX_CALLS:-5000}
 echo "== callbridge serve on 127.0.0.1:$port, MAX_CALLS=$max_calls${AUDIO_MODE:+ (AUDIO_MODE=$AUDIO_MODE)}"
-HOST=127.0.0.1 PORT="$port" \
-    OPENAI_API_KEY=sim-key-not-a-secret \
-    OPENAI_REALTIME_URL="ws://127.0.0.1:$sim_port/v1/realtime" \
-    MAX_CALLS="$max_calls" LOG_FORMAT=json RUST_LOG=warn \
-    UPGRADES_PER_IP_PER_MINUTE="${UPGRADES_PER_IP_PER_MINUTE:-0}" \
-    TWILIO_VALIDATE_SIGNATURE=false CALLBRIDGE_DATA_DIR="$logs/data" SUMMARY_MODEL=off \
-    "$bin" serve >"$logs/server.log" 2>&1 &
-server_pid=$!
+start_callbridge "$bin" "$port" "ws://127.0.0.1:$sim_port/v1/realtime" "$logs/data" "$logs/server.log"
 wait_for "the server" curl -fsS "http://127.0.0.1:$port/healthz"
 
 path=/media/twilio

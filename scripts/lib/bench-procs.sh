@@ -68,3 +68,17 @@ wait_for() { # description, command...
     echo "$what did not come up; see $logs/" >&2
     return 1
 }
+
+# Starts `callbridge serve` for a load run: 127.0.0.1:PORT, the Realtime simulator at URL,
+# signatures off, per-IP upgrade budget off unless set, no summaries, MAX_CALLS (default 5000)
+# and any other server variable from the environment. Sets server_pid.
+start_callbridge() { # binary, port, Realtime URL, data dir, log file
+    HOST=127.0.0.1 PORT="$2" \
+        OPENAI_API_KEY=sim-key-not-a-secret \
+        OPENAI_REALTIME_URL="$3" \
+        MAX_CALLS="${MAX_CALLS:-5000}" LOG_FORMAT=json RUST_LOG=warn \
+        UPGRADES_PER_IP_PER_MINUTE="${UPGRADES_PER_IP_PER_MINUTE:-0}" \
+        TWILIO_VALIDATE_SIGNATURE=false CALLBRIDGE_DATA_DIR="$4" SUMMARY_MODEL=off \
+        "$1" serve >"$5" 2>&1 &
+    server_pid=$!
+}
