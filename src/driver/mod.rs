@@ -832,6 +832,7 @@ fn is_capacity_error(e: &axum::Error) -> bool {
     }
     false
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

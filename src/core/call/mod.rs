@@ -1030,7 +1030,6 @@ impl Call {
         }
     }
 
-    /// `audio_start_ms`: where the speech starts in this session's input audio (the event's).
     /// The caller's turn `item_id` has its transcription: once they are quiet, a new session
     /// would not replay it (see `detach`), so its audio need not be kept.
     fn caller_turn_settled(&mut self, item_id: &str) {
@@ -1042,6 +1041,7 @@ impl Call {
         }
     }
 
+    /// `audio_start_ms`: where the speech starts in this session's input audio (the event's).
     fn on_speech_started(&mut self, now: Instant, item_id: &str, audio_start_ms: u64) {
         let at = self.ms_since_start(now);
         self.transcript.caller_started(item_id, at);
