@@ -35,6 +35,7 @@ use crate::core::telephony::Dialect;
 use crate::core::telephony::twiml;
 use crate::driver::{CallNote, OutboundCall, STREAM_TOKEN_PARAM, Shared};
 use crate::metrics as m;
+use crate::server::log_throttle::LogThrottle;
 use crate::store::record::CallStatus;
 
 /// Spoken when the server cannot take the call.
@@ -169,7 +170,10 @@ impl Control {
     ) -> Option<Response> {
         let ip = self.client_ip(headers, peer);
         if !self.limiter.allow(ip, Instant::now()) {
-            warn!(%ip, "media upgrade over the per-IP budget");
+            static LOG: LogThrottle = LogThrottle::new();
+            if let Some(skipped) = LOG.admit() {
+                warn!(%ip, skipped, "media upgrade over the per-IP budget");
+            }
             m::stream_refused("rate_limited");
             return Some(
                 (StatusCode::TOO_MANY_REQUESTS, "too many streams from this address").into_response(),
@@ -194,7 +198,10 @@ impl Control {
         if ok {
             return None;
         }
-        warn!(%ip, provider = dialect.name(), "media upgrade without a valid signature");
+        static LOG: LogThrottle = LogThrottle::new();
+        if let Some(skipped) = LOG.admit() {
+            warn!(%ip, provider = dialect.name(), skipped, "media upgrade without a valid signature");
+        }
         m::stream_refused("bad_signature");
         Some((StatusCode::FORBIDDEN, "stream not authorized").into_response())
     }

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod control;
+mod log_throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::core::telephony::Dialect;
 use crate::driver::{self, Shared};
 use crate::metrics as m;
+use log_throttle::LogThrottle;
 
 /// Bytes buffered for writing to a provider socket before a send waits (one call's outbound
 /// burst is a few frames of about 300 bytes each).
@@ -106,7 +108,10 @@ async fn media(
     let slot = match st.shared.try_admit() {
         Ok(slot) => slot,
         Err(reason) => {
-            warn!(reason = reason.as_str(), "media stream refused");
+            static LOG: LogThrottle = LogThrottle::new();
+            if let Some(skipped) = LOG.admit() {
+                warn!(reason = reason.as_str(), skipped, "media stream refused");
+            }
             m::call_refused(reason);
             return (StatusCode::SERVICE_UNAVAILABLE, reason.as_str()).into_response();
         }
