@@ -1752,6 +1752,22 @@ mod tests {
         out.iter().filter_map(|o| if let Output::Event(e) = o { Some(e.clone()) } else { None }).collect()
     }
 
+    /// Writes `evs` to `target/server-events/{file}` (one JSON per line, for the official SDK's
+    /// check in the test command) and returns the event types seen.
+    fn dump_events(evs: &[Value], file: &str) -> std::collections::BTreeSet<String> {
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut jsonl = String::new();
+        for ev in evs {
+            kinds.insert(ev["type"].as_str().unwrap().to_owned());
+            jsonl.push_str(&ev.to_string());
+            jsonl.push('\n');
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-events");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), jsonl).unwrap();
+        kinds
+    }
+
     fn types(out: &[Output]) -> Vec<String> {
         events(out).iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
     }
@@ -2122,16 +2138,7 @@ mod tests {
         s.handle_client_text(r#"{"type":"response.cancel"}"#, t0);
         s.handle_client_text(r#"{"type":"input_audio_buffer.clear"}"#, t0);
         out.extend(drain(&mut s));
-        let mut kinds = std::collections::BTreeSet::new();
-        let mut jsonl = String::new();
-        for ev in events(&out) {
-            kinds.insert(ev["type"].as_str().unwrap().to_owned());
-            jsonl.push_str(&ev.to_string());
-            jsonl.push('\n');
-        }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-events");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("sim.jsonl"), jsonl).unwrap();
+        let kinds = dump_events(&events(&out), "sim.jsonl");
         for k in [
             "session.created",
             "session.updated",
@@ -2684,16 +2691,7 @@ mod tests {
         ));
         let evs = events(&out);
         bridge_decodes(&evs);
-        let mut kinds = std::collections::BTreeSet::new();
-        let mut jsonl = String::new();
-        for ev in &evs {
-            kinds.insert(ev["type"].as_str().unwrap().to_owned());
-            jsonl.push_str(&ev.to_string());
-            jsonl.push('\n');
-        }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/server-events");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("sim-tools.jsonl"), jsonl).unwrap();
+        let kinds = dump_events(&evs, "sim-tools.jsonl");
         for k in [
             "response.output_item.added",
             "response.function_call_arguments.delta",
