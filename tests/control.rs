@@ -18,6 +18,7 @@ use callbridge::server::control::{BUSY_MESSAGE, Control, UpgradeLimiter};
 use callbridge::server::{self, ServerHandle, Services};
 use callbridge::sim::caller::{self, CallerConfig, Step};
 use callbridge::sim::fixtures;
+use callbridge::sim::provider_call::inbound_form;
 use callbridge::sim::realtime::{self as sim_rt, SimConfig, SimHandle};
 use callbridge::sim::telephony_api::{self as fake_api, FakeTelephonyApi};
 use callbridge::store::{Store, StoreConfig, StoreReader};
@@ -130,17 +131,6 @@ fn parse_stream(xml: &str) -> (String, BTreeMap<String, String>) {
     (stream.attribute("url").unwrap().to_owned(), params)
 }
 
-fn inbound_form(call_sid: &str) -> Vec<(&str, &str)> {
-    vec![
-        ("AccountSid", "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
-        ("CallSid", call_sid),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
-        ("From", "+15550100001"),
-        ("To", "+15550100002"),
-    ]
-}
-
 fn script() -> Vec<Step> {
     vec![
         Step::Speak(fixtures::clip("caller_question").unwrap()),
@@ -184,7 +174,7 @@ async fn webhook_answers_signed_requests_with_a_stream_and_refuses_the_rest() {
     assert_eq!(post_form(&rig, "/twiml", &form, other).await.0, 403);
     // A tampered parameter breaks the signature too.
     let sig = auth::twilio_signature(AUTH_TOKEN, &format!("{PUBLIC}/twiml"), &form);
-    let mut tampered = form.clone();
+    let mut tampered = form;
     tampered[4] = ("From", "+15550109999");
     let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(&tampered).finish();
     let resp = reqwest::Client::new()

@@ -21,20 +21,26 @@ pub struct StreamPlan {
     pub parameters: BTreeMap<String, String>,
 }
 
-/// POSTs a signed inbound-call webhook for `call_sid` to `webhook_url` and reads the
-/// `<Connect><Stream>` out of the answer.
-///
-/// Errors: the request fails, the answer is not 200, or it holds no `<Stream>` (e.g. the
-/// polite refusal of a full server, whose `<Say>` is quoted).
-pub async fn webhook(webhook_url: &str, auth_token: &str, call_sid: &str) -> anyhow::Result<StreamPlan> {
-    let form = [
+/// The form fields Twilio posts to the voice webhook for a ringing inbound call (fake ids and
+/// numbers from the 555-01xx range).
+pub fn inbound_form(call_sid: &str) -> [(&'static str, &str); 6] {
+    [
         ("AccountSid", "ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"),
         ("CallSid", call_sid),
         ("CallStatus", "ringing"),
         ("Direction", "inbound"),
         ("From", "+15550100001"),
         ("To", "+15550100002"),
-    ];
+    ]
+}
+
+/// POSTs a signed inbound-call webhook for `call_sid` to `webhook_url` and reads the
+/// `<Connect><Stream>` out of the answer.
+///
+/// Errors: the request fails, the answer is not 200, or it holds no `<Stream>` (e.g. the
+/// polite refusal of a full server, whose `<Say>` is quoted).
+pub async fn webhook(webhook_url: &str, auth_token: &str, call_sid: &str) -> anyhow::Result<StreamPlan> {
+    let form = inbound_form(call_sid);
     let signature = auth::twilio_signature(auth_token, webhook_url, &form);
     let resp = reqwest::Client::new()
         .post(webhook_url)
