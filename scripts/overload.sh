@@ -32,6 +32,8 @@
 # SETTLE (3s), QUIET_PCT, QUIET_WAIT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# private_callbridge
+source scripts/lib/bench-procs.sh
 
 n=${1:-200}
 if ! [[ "$n" =~ ^[1-9][0-9]*$ ]]; then
@@ -48,13 +50,7 @@ mkdir -p "$out"
 rm -f "$out"/*.json "$out"/*.txt
 echo "$(date -u +%FT%TZ) $(nproc) CPUs, git $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$out/loadavg.txt"
 
-if [[ -n "${BENCH_BIN:-}" ]]; then
-    cp "$BENCH_BIN" "$out/callbridge"
-else
-    echo "== cargo build --release"
-    cargo build --release --locked
-    cp target/release/callbridge "$out/callbridge"
-fi
+private_callbridge "$out"
 
 # Percent of CPU time busy over one second (between runs: other work on the machine).
 busy_pct() {

@@ -23,6 +23,8 @@
 # RAMP (calls/s, 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# private_callbridge
+source scripts/lib/bench-procs.sh
 
 duration=${1:-10m}
 calls=${2:-200}
@@ -38,13 +40,7 @@ out=target/soak
 mkdir -p "$out"
 name="soak-$calls-$duration"
 
-if [[ -n "${BENCH_BIN:-}" ]]; then
-    cp "$BENCH_BIN" "$out/callbridge"
-else
-    echo "== cargo build --release"
-    cargo build --release --locked
-    cp target/release/callbridge "$out/callbridge"
-fi
+private_callbridge "$out"
 
 echo "== soak: $calls calls for $duration, each call $call_duration, samples every $sample_every → $out/$name.*"
 status=0

@@ -82,3 +82,16 @@ start_callbridge() { # binary, port, Realtime URL, data dir, log file
         "$1" serve >"$5" 2>&1 &
     server_pid=$!
 }
+
+# Puts the callbridge binary a load run uses at DIR/callbridge: a copy of $BENCH_BIN if set,
+# else of a fresh release build. A private copy, so other builds in the shared target/ cannot
+# swap it mid-run.
+private_callbridge() { # dir
+    if [[ -n "${BENCH_BIN:-}" ]]; then
+        cp "$BENCH_BIN" "$1/callbridge"
+    else
+        echo "== cargo build --release"
+        cargo build --release --locked
+        cp target/release/callbridge "$1/callbridge"
+    fi
+}
