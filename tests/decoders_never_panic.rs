@@ -275,6 +275,16 @@ fn signalwire(c: &Corpus) -> &[String] {
     &c.signalwire
 }
 
+/// Whether `ms` only cut a well-formed JSON object short, which can never leave valid JSON, so
+/// the result must be an error, not an event. (Some seeds are malformed on purpose: one with
+/// trailing text becomes valid when the text is cut off.)
+fn cut_short(frame: &str, ms: &[Mutation]) -> bool {
+    matches!(ms, [Mutation::Truncate(_)])
+        && frame.starts_with('{')
+        && frame.ends_with('}')
+        && serde_json::from_str::<Value>(frame).is_ok()
+}
+
 fn realtime_samples(c: &Corpus) -> &[String] {
     &c.realtime
 }
@@ -349,8 +359,7 @@ proptest! {
         let text = mutate(&frame, &ms, "event");
         let ok = harness::check_provider(Dialect::Twilio, text.as_bytes());
         harness::check_provider(Dialect::SignalWire, text.as_bytes());
-        // A frame cut short is never valid JSON: it must be an error, not an event.
-        if let [Mutation::Truncate(_)] = ms.as_slice() {
+        if cut_short(&frame, &ms) {
             prop_assert!(!ok, "truncated frame decoded: {text}");
         }
     }
@@ -359,7 +368,7 @@ proptest! {
     fn signalwire_mutated_fixtures((frame, ms) in fixture_and_mutations(signalwire, &harness::PROVIDER_EVENTS)) {
         let text = mutate(&frame, &ms, "event");
         let ok = harness::check_provider(Dialect::SignalWire, text.as_bytes());
-        if let [Mutation::Truncate(_)] = ms.as_slice() {
+        if cut_short(&frame, &ms) {
             prop_assert!(!ok, "truncated frame decoded: {text}");
         }
     }
@@ -368,7 +377,7 @@ proptest! {
     fn realtime_mutated_samples((frame, ms) in fixture_and_mutations(realtime_samples, &harness::REALTIME_EVENTS)) {
         let text = mutate(&frame, &ms, "type");
         let ok = harness::check_realtime(text.as_bytes());
-        if let [Mutation::Truncate(_)] = ms.as_slice() {
+        if cut_short(&frame, &ms) {
             prop_assert!(!ok, "truncated event decoded: {text}");
         }
     }
